@@ -1,0 +1,140 @@
+/**
+ * Every environment variable Çarşı reads, parsed and typed once (API.md "Configuration").
+ * Services never read process.env: they get these values through their settings.
+ */
+import { randomBytes } from "node:crypto";
+import path from "node:path";
+
+export const SERVICE_NAMES = ["api", "users", "products", "orders", "notifications"] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+/** The services that own a database, and so a `<SERVICE>_DATABASE_URL`. */
+export const DATABASE_SERVICES = ["users", "products", "orders", "notifications"] as const;
+export type DatabaseServiceName = (typeof DATABASE_SERVICES)[number];
+
+export type Env = Record<string, string | undefined>;
+
+export interface Config {
+	nodeEnv: string;
+	/** True when this process is a node of the distributed system (TRANSPORTER set). */
+	distributed: boolean;
+	namespace: string;
+	nodeID?: string;
+	services: ServiceName[];
+	transporter?: string;
+	cacher?: string;
+	cacheTtlSeconds: number;
+	dataDir: string;
+	databaseUrls: Record<DatabaseServiceName, string>;
+	port: number;
+	metricsPort?: number;
+	logLevel: string;
+	jwt: { secret: string; generated: boolean; expiresIn: string };
+	admin: { email: string; password?: string; generated: boolean };
+	cors: { origins: string[] | "*" };
+	/** How many proxies in front of the gateway may set X-Forwarded-For (0: ignore the header). */
+	trustProxy: number;
+	loginRateLimit: { windowMs: number; perIp: number; perEmail: number };
+	requestTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+	constructor(message: string) {
+		super(message);
+		this.name = "ConfigError";
+		// One line in the runner's log, not a stack: the message says what to fix.
+		this.stack = `${this.name}: ${message}`;
+	}
+}
+
+function int(env: Env, name: string, fallback: number, min = 0): number {
+	const raw = env[name];
+	if (raw === undefined || raw === "") return fallback;
+	const n = Number(raw);
+	if (!Number.isInteger(n) || n < min) throw new ConfigError(`${name} must be an integer >= ${min}, got "${raw}"`);
+	return n;
+}
+
+function list(raw: string | undefined): string[] {
+	return (raw ?? "")
+		.split(",")
+		.map(s => s.trim())
+		.filter(Boolean);
+}
+
+export function parseServices(raw: string | undefined): ServiceName[] {
+	const names = list(raw);
+	if (names.length === 0) return [...SERVICE_NAMES];
+	for (const name of names) {
+		if (!(SERVICE_NAMES as readonly string[]).includes(name))
+			throw new ConfigError(`SERVICES names an unknown service "${name}" (known: ${SERVICE_NAMES.join(", ")})`);
+	}
+	return names as ServiceName[];
+}
+
+export function loadConfig(env: Env = process.env): Config {
+	const nodeEnv = env.NODE_ENV ?? "development";
+	const transporter = env.TRANSPORTER || undefined;
+	const distributed = transporter !== undefined;
+	const dataDir = path.resolve(env.DATA_DIR || "./data");
+
+	const databaseUrls = {} as Record<DatabaseServiceName, string>;
+	for (const svc of DATABASE_SERVICES) {
+		databaseUrls[svc] = env[`${svc.toUpperCase()}_DATABASE_URL`] || `sqlite:${path.join(dataDir, `${svc}.sqlite`)}`;
+	}
+
+	let jwtSecret = env.JWT_SECRET || "";
+	let jwtGenerated = false;
+	if (!jwtSecret) {
+		if (distributed || nodeEnv === "production")
+			throw new ConfigError(
+				"JWT_SECRET is required when TRANSPORTER is set or NODE_ENV=production (the same secret on every node)",
+			);
+		jwtSecret = randomBytes(32).toString("base64url");
+		jwtGenerated = true;
+	}
+
+	const corsRaw = env.CORS_ORIGINS?.trim();
+	const metricsPort = env.METRICS_PORT ? int(env, "METRICS_PORT", 0, 0) : undefined;
+
+	return {
+		nodeEnv,
+		distributed,
+		namespace: env.NAMESPACE || "carsi",
+		nodeID: env.NODE_ID || undefined,
+		services: parseServices(env.SERVICES),
+		transporter,
+		cacher: env.CACHER || undefined,
+		cacheTtlSeconds: int(env, "CACHE_TTL", 300, 1),
+		dataDir,
+		databaseUrls,
+		port: int(env, "PORT", 3000, 0),
+		metricsPort,
+		logLevel: env.LOG_LEVEL || "info",
+		jwt: { secret: jwtSecret, generated: jwtGenerated, expiresIn: env.JWT_EXPIRES_IN || "1h" },
+		admin: {
+			email: (env.ADMIN_EMAIL || "admin@carsi.local").toLowerCase(),
+			password: env.ADMIN_PASSWORD || undefined,
+			generated: !env.ADMIN_PASSWORD,
+		},
+		cors: { origins: !corsRaw || corsRaw === "*" ? "*" : list(corsRaw) },
+		trustProxy: int(env, "TRUST_PROXY", 0, 0),
+		loginRateLimit: {
+			windowMs: int(env, "LOGIN_RATE_WINDOW_MS", 60_000, 1),
+			perIp: int(env, "LOGIN_RATE_PER_IP", 20, 1),
+			perEmail: int(env, "LOGIN_RATE_PER_EMAIL", 5, 1),
+		},
+		requestTimeoutMs: int(env, "REQUEST_TIMEOUT_MS", 10_000, 100),
+	};
+}
+
+/** A database URL fit for a log line: the password replaced by ****. */
+export function maskUrl(url: string): string {
+	return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*):[^@/]*@/i, "$1:****@");
+}
+
+let current: Config | undefined;
+/** The configuration of this process, read from the environment on first use. */
+export function getConfig(): Config {
+	current ??= loadConfig();
+	return current;
+}

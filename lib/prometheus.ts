@@ -1,0 +1,34 @@
+/**
+ * Moleculer's Prometheus reporter without its own HTTP server unless a port is configured.
+ *
+ * The stock reporter listens on 3030 on every node, which collides when several nodes share a
+ * host. The gateway serves `/metrics` on its own port from `render()`; any other node serves
+ * Prometheus text only when METRICS_PORT is set.
+ */
+import { MetricReporters } from "moleculer";
+import type { MetricRegistry } from "moleculer";
+
+export class PrometheusReporter extends MetricReporters.Prometheus {
+	override init(registry: MetricRegistry): void {
+		if (this.opts.port == null) {
+			// Skip the stock init (it would listen on 3030); keep what it sets up besides the server.
+			(MetricReporters.Base.prototype.init as (r: MetricRegistry) => void).call(this, registry);
+			const labels = this.opts.defaultLabels;
+			(this as unknown as { defaultLabels: unknown }).defaultLabels =
+				typeof labels === "function" ? labels.call(this, registry) : labels;
+			return;
+		}
+		super.init(registry);
+	}
+
+	stop(): Promise<void> {
+		const self = this as unknown as { server?: unknown };
+		if (!self.server) return Promise.resolve();
+		return (MetricReporters.Prometheus.prototype as unknown as { stop(): Promise<void> }).stop.call(this);
+	}
+
+	/** The Prometheus text exposition of this node's metrics. */
+	render(): string {
+		return (this as unknown as { generatePrometheusResponse(): string }).generatePrometheusResponse();
+	}
+}

@@ -1,0 +1,144 @@
+/**
+ * Cache-aside through Moleculer's cacher (Redis when CACHER is set, Memory otherwise).
+ *
+ * Read: look in the cache; a hit returns; a miss takes the key's lock, looks again, reads the
+ * database, stores, returns. The lock (redlock on Redis) lets one caller fill a hot key while the
+ * others wait for its value: no thundering herd on the database.
+ *
+ * Write: after the database committed, the entity's key is deleted under the same lock, so a fill
+ * that read the old row before the commit has landed before the delete, and a fill after it reads
+ * the new row. Lists are keyed by a generation that every write replaces, so a list filled from
+ * before a write is stored under a generation nobody reads any more. With a per-node Memory cacher
+ * in a cluster, every other node of the service is told to do the same and answers before the
+ * write returns. The outcome: no client reads a stale entity once a write has answered.
+ *
+ * The caller learns HIT or MISS through `ctx.meta.$cache` (the gateway's X-Cache header).
+ */
+import { randomUUID } from "node:crypto";
+import type { Context, ServiceSchema, ServiceBroker } from "moleculer";
+import { isSharedCacher } from "../lib/cacher";
+import { lifecycle } from "../lib/service";
+
+export type CacheStatus = "HIT" | "MISS";
+export interface CacheMeta {
+	$cache?: CacheStatus;
+}
+
+interface CacherLike {
+	get(key: string): Promise<unknown>;
+	set(key: string, value: unknown, ttl?: number): Promise<unknown>;
+	del(key: string | string[]): Promise<unknown>;
+	lock(key: string, ttl?: number): Promise<() => Promise<unknown>>;
+}
+
+export interface CacheSettings {
+	/** Seconds an entry lives in the cache. */
+	cacheTtlSeconds: number;
+	/** Milliseconds a fill may hold a key's lock before it expires (redlock needs milliseconds). */
+	cacheLockTtlMs?: number;
+}
+
+export interface CacheMethods {
+	cachedEntity<T>(ctx: Context<unknown, CacheMeta>, id: number | string, load: () => Promise<T | null>): Promise<T | null>;
+	cachedList<T>(ctx: Context<unknown, CacheMeta>, params: Record<string, unknown>, load: () => Promise<T>): Promise<T>;
+	invalidateEntities(ids: Array<number | string>): Promise<void>;
+}
+
+interface CacheThis {
+	name: string;
+	broker: ServiceBroker & { cacher?: CacherLike };
+	settings: CacheSettings;
+	logger: { warn(...a: unknown[]): void };
+	cacheFill<T>(key: string, ctx: Context<unknown, CacheMeta>, load: () => Promise<T>): Promise<T>;
+	invalidateLocally(ids: Array<number | string>): Promise<void>;
+}
+
+export const CacheMixin: Partial<ServiceSchema> = {
+	settings: { cacheTtlSeconds: 300, cacheLockTtlMs: 10_000 },
+
+	actions: {
+		/** Cleans this node's copy: called by a node that wrote, when every node has its own cache. */
+		cacheInvalidate: {
+			visibility: "public",
+			params: { ids: { type: "array", items: ["number", "string"] } },
+			handler(this: CacheThis, ctx: Context<{ ids: Array<number | string> }>) {
+				return this.invalidateLocally(ctx.params.ids);
+			},
+		},
+	},
+
+	methods: {
+		cachedEntity<T>(this: CacheThis, ctx: Context<unknown, CacheMeta>, id: number | string, load: () => Promise<T | null>) {
+			return this.cacheFill(`${this.name}:entity:${id}`, ctx, load);
+		},
+
+		async cachedList<T>(this: CacheThis, ctx: Context<unknown, CacheMeta>, params: Record<string, unknown>, load: () => Promise<T>) {
+			const cacher = this.broker.cacher!;
+			const generation = (await cacher.get(`${this.name}:list-generation`)) ?? "0";
+			return this.cacheFill(`${this.name}:list:${generation}:${JSON.stringify(params)}`, ctx, load);
+		},
+
+		async cacheFill<T>(this: CacheThis, key: string, ctx: Context<unknown, CacheMeta>, load: () => Promise<T>): Promise<T> {
+			const cacher = this.broker.cacher!;
+			const cached = await cacher.get(key);
+			if (cached != null) {
+				ctx.meta.$cache = "HIT";
+				return cached as T;
+			}
+			const unlock = await cacher.lock(key, this.settings.cacheLockTtlMs);
+			try {
+				// Another caller may have filled the key while this one waited for the lock.
+				const filled = await cacher.get(key);
+				if (filled != null) {
+					ctx.meta.$cache = "HIT";
+					return filled as T;
+				}
+				const value = await load();
+				// Absent rows are not cached: a 404 stays cheap enough and never outlives a create.
+				if (value != null) await cacher.set(key, value, this.settings.cacheTtlSeconds);
+				ctx.meta.$cache = "MISS";
+				return value;
+			} finally {
+				await unlock();
+			}
+		},
+
+		async invalidateEntities(this: CacheThis, ids: Array<number | string>): Promise<void> {
+			await this.invalidateLocally(ids);
+			if (isSharedCacher(this.broker.cacher) || !this.broker.transit) return;
+			// Per-node caches: every other node of this service cleans its copy before we answer.
+			const nodeIDs = this.broker.registry
+				.getServiceList({ onlyAvailable: true, skipInternal: true })
+				.filter(s => s.name === this.name && s.nodeID && s.nodeID !== this.broker.nodeID)
+				.map(s => s.nodeID as string);
+			await Promise.all(
+				[...new Set(nodeIDs)].map(nodeID =>
+					this.broker.call(`${this.name}.cacheInvalidate`, { ids }, { nodeID }).catch((err: Error) => {
+						this.logger.warn(`Could not clean the cache of node ${nodeID}: ${err.message}`);
+					}),
+				),
+			);
+		},
+
+		async invalidateLocally(this: CacheThis, ids: Array<number | string>): Promise<void> {
+			const cacher = this.broker.cacher!;
+			await Promise.all(
+				ids.map(async id => {
+					const key = `${this.name}:entity:${id}`;
+					const unlock = await cacher.lock(key, this.settings.cacheLockTtlMs);
+					try {
+						await cacher.del(key);
+					} finally {
+						await unlock();
+					}
+				}),
+			);
+			// A new generation retires every cached list at once (a list may hold any entity).
+			await cacher.set(`${this.name}:list-generation`, randomUUID(), 0);
+		},
+	},
+
+	created: lifecycle<CacheThis>(function () {
+		if (!this.broker.cacher) throw new Error(`${this.name} needs a cacher (moleculer.config.ts sets one)`);
+	}),
+};

@@ -1,0 +1,238 @@
+/**
+ * Database-per-service: each service that mixes this in gets its own database (a SQLite file, or
+ * the PostgreSQL database of its `<SERVICE>_DATABASE_URL`) through moleculer-db and the Sequelize
+ * adapter. Schema comes from the service's migrations, run at start-up with umzug, never from
+ * `sync()`. No service reaches another's database: the URL is chosen here by service name only.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import DbService from "moleculer-db";
+import SequelizeAdapter from "moleculer-db-adapter-sequelize";
+import type { Context, ServiceSchema } from "moleculer";
+import { Sequelize, QueryInterface, ModelAttributes, ModelOptions, ModelStatic, Model, Transaction } from "sequelize";
+import { Umzug, SequelizeStorage } from "umzug";
+import { maskUrl } from "../lib/config";
+import { ServiceUnavailableError } from "../lib/errors";
+import { lifecycle } from "../lib/service";
+
+export interface Migration {
+	name: string;
+	up(qi: QueryInterface, sequelize: Sequelize): Promise<void>;
+	down(qi: QueryInterface, sequelize: Sequelize): Promise<void>;
+}
+
+export interface ModelDefinition {
+	name: string;
+	define: ModelAttributes;
+	options?: ModelOptions;
+}
+
+export interface DbSettings {
+	/** The database URL of this service: `sqlite:<file>` or `postgres://…`. */
+	databaseUrl: string;
+	/** Attempts to reach the database at start before the service gives up. */
+	dbConnectAttempts?: number;
+	idField?: string;
+}
+
+/** What a service gets from the mixin, for typing `this`. */
+export interface DbMethods {
+	sequelize: Sequelize;
+	model: ModelStatic<Model>;
+	isDbReady(): Promise<boolean>;
+	dbDialect(): "postgres" | "sqlite";
+	transaction<T>(fn: (t: Transaction) => Promise<T>): Promise<T>;
+}
+
+/** Start-up failure: one line naming the (masked) URL, no stack, so the runner's log says it all. */
+export class DatabaseUnreachableError extends Error {
+	constructor(service: string, url: string, cause: string) {
+		super(`The ${service} database at ${maskUrl(url)} cannot be reached: ${cause}`);
+		this.name = "DatabaseUnreachableError";
+		this.stack = `${this.name}: ${this.message}`;
+	}
+}
+
+const CONNECTION_ERRORS = new Set([
+	"SequelizeConnectionError",
+	"SequelizeConnectionRefusedError",
+	"SequelizeConnectionTimedOutError",
+	"SequelizeHostNotFoundError",
+	"SequelizeHostNotReachableError",
+	"SequelizeAccessDeniedError",
+	"SequelizeConnectionAcquireTimeoutError",
+]);
+
+export function isConnectionError(err: unknown): boolean {
+	const e = err as { name?: string; parent?: { code?: string }; original?: { code?: string } };
+	if (e?.name && CONNECTION_ERRORS.has(e.name)) return true;
+	const code = e?.parent?.code ?? e?.original?.code;
+	// PostgreSQL: the server went away mid-query, or refuses connections while shutting down.
+	return code === "57P01" || code === "57P03" || code === "ECONNRESET" || code === "ECONNREFUSED" || code === "SQLITE_BUSY";
+}
+
+export function createSequelize(url: string): Sequelize {
+	if (url.startsWith("sqlite:")) {
+		const storage = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
+		if (storage !== ":memory:") fs.mkdirSync(path.dirname(storage), { recursive: true });
+		const sequelize = new Sequelize({ dialect: "sqlite", storage, logging: false });
+		// WAL lets readers run beside the one writer; the busy timeout queues writers instead of
+		// failing them with SQLITE_BUSY under concurrent requests.
+		sequelize.addHook("afterConnect", (connection: unknown) => {
+			const db = connection as { exec(sql: string, cb: (err: Error | null) => void): void };
+			return new Promise<void>((resolve, reject) =>
+				db.exec("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;", err =>
+					err ? reject(err) : resolve(),
+				),
+			);
+		});
+		return sequelize;
+	}
+	return new Sequelize(url, {
+		dialect: "postgres",
+		logging: false,
+		pool: { max: 10, min: 0, acquire: 5000, idle: 10_000 },
+		dialectOptions: { connectionTimeoutMillis: 3000 },
+	});
+}
+
+/**
+ * The Sequelize adapter with migrations instead of `model.sync()`. Extended by subclassing, as
+ * moleculer-db's adapters are meant to be.
+ */
+class MigratingSequelizeAdapter extends SequelizeAdapter {
+	db!: Sequelize;
+	model!: ModelStatic<Model>;
+	declare service: { name: string; schema: { model: ModelDefinition }; logger: { info(...a: unknown[]): void } } & Record<string, unknown>;
+
+	constructor(
+		private readonly url: string,
+		private readonly migrations: Migration[],
+	) {
+		super(url);
+	}
+
+	override async connect(): Promise<void> {
+		this.db = createSequelize(this.url);
+		await this.db.authenticate();
+		await this.migrate();
+		const def = this.service.schema.model;
+		this.model = this.db.define(def.name, def.define, def.options);
+		this.service.model = this.model;
+		this.service.sequelize = this.db;
+	}
+
+	private async migrate(): Promise<void> {
+		const umzug = new Umzug<QueryInterface>({
+			migrations: this.migrations.map(m => ({
+				name: m.name,
+				up: ({ context }) => m.up(context, this.db),
+				down: ({ context }) => m.down(context, this.db),
+			})),
+			context: this.db.getQueryInterface(),
+			storage: new SequelizeStorage({ sequelize: this.db, tableName: "schema_migrations" }),
+			logger: undefined,
+		});
+		const run = async () => {
+			const done = await umzug.up();
+			if (done.length > 0)
+				this.service.logger.info(`Applied migrations: ${done.map(m => m.name).join(", ")}`);
+		};
+		if (this.db.getDialect() !== "postgres") return run();
+		// Several nodes of one service may start together: a transaction-scoped advisory lock lets
+		// one of them migrate while the others wait, then find nothing left to do.
+		await this.db.transaction(async t => {
+			await this.db.query("SELECT pg_advisory_xact_lock(hashtext(:key))", {
+				replacements: { key: `carsi-migrations-${this.service.name}` },
+				transaction: t,
+			});
+			await run();
+		});
+	}
+}
+
+const { started: _retryForever, ...DbServiceWithoutStart } = DbService as unknown as ServiceSchema;
+
+export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] }): Partial<ServiceSchema> {
+	return {
+		// moleculer-db's own `started` retries a lost database forever; ours fails clearly instead.
+		mixins: [DbServiceWithoutStart as ServiceSchema],
+		model: opts.model,
+		settings: { idField: "id", dbConnectAttempts: 5 },
+		// moleculer-db's generic actions take `query`, `search` and any field: the services expose
+		// only their own validated actions.
+		actions: {
+			find: false,
+			count: false,
+			list: false,
+			create: false,
+			insert: false,
+			get: false,
+			update: false,
+			remove: false,
+		},
+		hooks: {
+			error: {
+				// A lost database answers 503, never a 500 with the driver's message.
+				"*"(this: unknown, _ctx: Context, err: Error) {
+					if (isConnectionError(err)) throw new ServiceUnavailableError("The database is unavailable, try again shortly");
+					throw err;
+				},
+			},
+		},
+		methods: {
+			async isDbReady(this: DbMethods): Promise<boolean> {
+				if (!this.sequelize) return false;
+				try {
+					await this.sequelize.query("SELECT 1");
+					return true;
+				} catch {
+					return false;
+				}
+			},
+			dbDialect(this: DbMethods): "postgres" | "sqlite" {
+				return this.sequelize.getDialect() === "postgres" ? "postgres" : "sqlite";
+			},
+			transaction<T>(this: DbMethods, fn: (t: Transaction) => Promise<T>): Promise<T> {
+				return this.sequelize.transaction(fn);
+			},
+		},
+		created: lifecycle<{ adapter: unknown; settings: DbSettings; broker: unknown }>(function () {
+			const adapter = new MigratingSequelizeAdapter(this.settings.databaseUrl, opts.migrations);
+			adapter.init(this.broker as never, this as never);
+			this.adapter = adapter;
+		}),
+		started: lifecycle<{
+			name: string;
+			settings: DbSettings;
+			adapter: MigratingSequelizeAdapter;
+			logger: { warn(...a: unknown[]): void };
+		}>(async function () {
+			const attempts = Math.max(1, this.settings.dbConnectAttempts ?? 5);
+			let lastError = "";
+			for (let attempt = 1; attempt <= attempts; attempt++) {
+				try {
+					await this.adapter.connect();
+					return;
+				} catch (err) {
+					lastError = describe(err);
+					await this.adapter.db?.close().catch(() => undefined);
+					// A migration that failed is not a reachability problem: stop at once.
+					if ((err as Error).name === "MigrationError") throw err;
+					if (attempt < attempts) {
+						this.logger.warn(`Database not reachable yet (${lastError}), attempt ${attempt}/${attempts}`);
+						await new Promise(r => setTimeout(r, 1000));
+					}
+				}
+			}
+			throw new DatabaseUnreachableError(this.name, this.settings.databaseUrl, lastError);
+		}),
+	};
+}
+
+function describe(err: unknown): string {
+	const e = err as { message?: string; parent?: { message?: string }; original?: { code?: string } };
+	const message = e?.parent?.message ?? e?.message ?? String(err);
+	if (/database ".*" does not exist/.test(message)) return `${message} (create it first, e.g. createdb)`;
+	return message;
+}

@@ -1,0 +1,262 @@
+/**
+ * api: the HTTP gateway (moleculer-web). Owns routing, authentication, authorization, the login
+ * rate limit, error mapping and the operational endpoints. Owns no data and never answers a
+ * client error with a 500 or an internal message.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import ApiGateway from "moleculer-web";
+import type { Context, Service, ServiceSchema } from "moleculer";
+import { getConfig } from "../../lib/config";
+import { lifecycle } from "../../lib/service";
+import { cacherReady } from "../../lib/cacher";
+import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from "../../lib/errors";
+import { PrometheusReporter } from "../../lib/prometheus";
+import { toHttpError } from "./http-errors";
+import { buildOpenApi } from "./openapi";
+import { MemoryWindowStore, RedisWindowStore, type WindowStore } from "./rate-limit";
+import { ROUTES, ROUTE_BY_ACTION, ROUTED_SERVICES } from "./routes";
+import packageJson from "../../package.json";
+
+export interface ApiSettings {
+	port: number;
+	ip: string;
+	corsOrigins: string[] | "*";
+	trustProxy: number;
+	loginRateLimit: { windowMs: number; perIp: number; perEmail: number };
+	/** Redis URL for the shared rate-limit counters; unset keeps them in this process. */
+	rateLimitRedisUrl?: string;
+	namespace: string;
+	[key: string]: unknown;
+}
+
+interface AuthUser {
+	id: number;
+	role: "customer" | "admin";
+}
+interface GatewayMeta {
+	user?: AuthUser | null;
+	$cache?: "HIT" | "MISS";
+	$statusCode?: number;
+	$location?: string;
+}
+
+/** The Location of what a 201 created. */
+function locationOf(action: string, data: unknown): string {
+	if (action === "users.register") return "/api/users/me";
+	const id = (data as { id?: unknown })?.id;
+	return `/api/${action.split(".")[0]}/${id}`;
+}
+type Req = IncomingMessage & { $action?: { name: string; params?: Record<string, unknown> }; $ctx?: Context; body?: unknown };
+
+interface ApiMethods {
+	clientIp(req: IncomingMessage): string;
+	checkLoginRate(req: Req): Promise<void>;
+	readiness(): Promise<{ ok: boolean; checks: Record<string, string> }>;
+	sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string | number>): void;
+}
+type ApiThis = Service<ApiSettings> & ApiMethods & { rateStore: WindowStore; version: string };
+
+const config = getConfig();
+
+/** Headers a JSON API sends on every answer (helmet's defaults that apply to an API). */
+const SECURITY_HEADERS: Record<string, string> = {
+	"X-Content-Type-Options": "nosniff",
+	"X-Frame-Options": "DENY",
+	"Referrer-Policy": "no-referrer",
+	"Cross-Origin-Resource-Policy": "same-origin",
+	"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+};
+
+const ApiService: ServiceSchema<ApiSettings> = {
+	name: "api",
+	mixins: [ApiGateway],
+
+	settings: {
+		port: config.port,
+		ip: "0.0.0.0",
+		namespace: config.namespace,
+		corsOrigins: config.cors.origins,
+		trustProxy: config.trustProxy,
+		loginRateLimit: config.loginRateLimit,
+		rateLimitRedisUrl: config.cacher,
+
+		// Per-request logs cost 40% of the cached-read throughput at `info`: debug only.
+		logRequest: "debug",
+		logResponse: "debug",
+		logRequestParams: null,
+		logResponseData: null,
+		log4XXResponses: false,
+		logRouteRegistration: "debug",
+
+		use: [
+			(_req: IncomingMessage, res: ServerResponse, next: () => void) => {
+				for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
+				next();
+			},
+		],
+
+		routes: [
+			{
+				name: "operations",
+				path: "/",
+				mappingPolicy: "restrict",
+				authentication: false,
+				authorization: false,
+				bodyParsers: { json: false, urlencoded: false },
+				aliases: {
+					"GET health"(this: ApiThis, _req: Req, res: ServerResponse) {
+						this.sendJson(res, 200, { status: "ok" });
+					},
+					async "GET ready"(this: ApiThis, _req: Req, res: ServerResponse) {
+						const { ok, checks } = await this.readiness();
+						this.sendJson(res, ok ? 200 : 503, { checks });
+					},
+					"GET metrics"(this: ApiThis, _req: Req, res: ServerResponse) {
+						const reporter = (this.broker.metrics as unknown as { reporter?: unknown[] }).reporter?.find(
+							r => r instanceof PrometheusReporter,
+						) as PrometheusReporter | undefined;
+						res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
+						res.end(reporter ? reporter.render() : "");
+					},
+					"GET api/openapi.json"(this: ApiThis, _req: Req, res: ServerResponse) {
+						const paramsOf = (action: string) =>
+							(this.broker.registry.getActionList({ skipInternal: true }) as Array<{ name: string; action?: { params?: Record<string, unknown> } }>)
+								.find(a => a.name === action)?.action?.params;
+						this.sendJson(res, 200, buildOpenApi(ROUTES, paramsOf, this.version));
+					},
+				},
+			},
+			{
+				name: "api",
+				path: "/api",
+				mappingPolicy: "restrict",
+				autoAliases: false,
+				authentication: true,
+				authorization: true,
+				aliases: Object.fromEntries(ROUTES.map(r => [`${r.method} ${r.path}`, r.action])),
+				// JSON objects and arrays only, at most 1 MB (413 above, 400 when malformed).
+				bodyParsers: { json: { limit: "1mb", strict: true }, urlencoded: false },
+				callOptions: { timeout: config.requestTimeoutMs },
+
+				async onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req) {
+					if (req.$action?.name === "users.login") await this.checkLoginRate(req);
+				},
+
+				onAfterCall(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req, res: ServerResponse, data: unknown) {
+					const spec = req.$action ? ROUTE_BY_ACTION.get(req.$action.name) : undefined;
+					if (spec?.status) ctx.meta.$statusCode = spec.status;
+					if (spec?.status === 201) ctx.meta.$location = locationOf(spec.action, data);
+					if (ctx.meta.$cache) res.setHeader("X-Cache", ctx.meta.$cache);
+					return spec?.status === 204 ? null : data;
+				},
+			},
+		],
+
+		cors: {
+			origin: "*",
+			methods: ["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+			allowedHeaders: ["Content-Type", "Authorization", "Idempotency-Key", "X-Request-Id"],
+			exposedHeaders: ["X-Cache", "Retry-After", "X-Request-Id"],
+			credentials: false,
+			maxAge: 600,
+		},
+
+		onError(this: ApiThis, req: Req, res: ServerResponse, err: Error) {
+			const mapped = toHttpError(err);
+			if (mapped.status >= 500) this.logger.error(`${req.method} ${req.url} failed:`, err);
+			const headers: Record<string, string | number> = {};
+			if (mapped.retryAfter) headers["Retry-After"] = mapped.retryAfter;
+			this.sendJson(res, mapped.status, mapped.body, headers);
+		},
+	},
+
+	methods: {
+		/** Bearer token → the user it names, through users.resolveToken; no token → anonymous. */
+		async authenticate(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req): Promise<AuthUser | null> {
+			const header = req.headers.authorization;
+			if (!header) return null;
+			const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+			if (!match) throw new UnauthorizedError("The Authorization header must be 'Bearer <token>'");
+			return ctx.call<AuthUser, { token: string }>("users.resolveToken", { token: match[1] });
+		},
+
+		/** The access rule of the route table: public, any user, or admins only. */
+		async authorize(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req): Promise<void> {
+			const spec = req.$action ? ROUTE_BY_ACTION.get(req.$action.name) : undefined;
+			const access = spec?.access ?? "admin";
+			if (access === "public") return;
+			if (!ctx.meta.user) throw new UnauthorizedError();
+			if (access === "admin" && ctx.meta.user.role !== "admin") throw new ForbiddenError("Only an admin may do this");
+		},
+
+		clientIp(this: ApiThis, req: IncomingMessage): string {
+			const socketIp = req.socket.remoteAddress ?? "unknown";
+			const hops = this.settings.trustProxy;
+			if (!hops) return socketIp;
+			// Trust only the entries our own proxies appended: the n-th from the right.
+			const chain = String(req.headers["x-forwarded-for"] ?? "")
+				.split(",")
+				.map(s => s.trim())
+				.filter(Boolean);
+			return chain[chain.length - hops] ?? chain[0] ?? socketIp;
+		},
+
+		async checkLoginRate(this: ApiThis, req: Req): Promise<void> {
+			const { windowMs, perIp, perEmail } = this.settings.loginRateLimit;
+			const body = (req.body ?? {}) as { email?: unknown };
+			const email = typeof body.email === "string" ? body.email.trim().toLowerCase().slice(0, 254) : "";
+			const hits = await Promise.all([
+				this.rateStore.hit(`login:ip:${this.clientIp(req)}`, windowMs).then(h => ({ ...h, limit: perIp })),
+				email ? this.rateStore.hit(`login:email:${email}`, windowMs).then(h => ({ ...h, limit: perEmail })) : null,
+			]);
+			const over = hits.filter(h => h && h.count > h.limit) as Array<{ resetMs: number }>;
+			if (over.length > 0) throw new TooManyRequestsError(Math.ceil(Math.max(...over.map(h => h.resetMs)) / 1000));
+		},
+
+		/** What this node depends on: its services' databases, the cacher, the transporter, and a node of every routed service. */
+		async readiness(this: ApiThis) {
+			const checks: Record<string, string> = {};
+			const local = this.broker.services as Array<Service & { isDbReady?: () => Promise<boolean> }>;
+			await Promise.all(
+				local
+					.filter(s => typeof s.isDbReady === "function")
+					.map(async s => {
+						checks[`database:${s.name}`] = (await s.isDbReady!()) ? "up" : "down";
+					}),
+			);
+			if (this.broker.cacher) checks.cacher = cacherReady(this.broker.cacher) ? "up" : "down";
+			if (this.broker.transit) checks.transporter = this.broker.transit.connected ? "up" : "down";
+			const available = new Set(
+				(this.broker.registry.getServiceList({ onlyAvailable: true }) as Array<{ name: string }>).map(s => s.name),
+			);
+			for (const name of ROUTED_SERVICES) checks[`service:${name}`] = available.has(name) ? "up" : "down";
+			return { ok: Object.values(checks).every(v => v === "up"), checks };
+		},
+
+		sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
+			if (res.headersSent) return;
+			res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", ...headers });
+			res.end(JSON.stringify(body));
+		},
+	},
+
+	created: lifecycle<ApiThis>(function () {
+		const origins = this.settings.corsOrigins;
+		if (origins !== "*") {
+			// moleculer-web matches a string origin as a substring ("http://a" would allow
+			// "http://a.evil"): compare whole origins instead.
+			const allowed = new Set(origins);
+			(this.settings.cors as { origin: unknown }).origin = (origin: string) => allowed.has(origin);
+		}
+		this.version = packageJson.version;
+		this.rateStore = this.settings.rateLimitRedisUrl
+			? new RedisWindowStore(this.settings.rateLimitRedisUrl, `carsi-${this.settings.namespace}-ratelimit:`, this.logger)
+			: new MemoryWindowStore();
+	}),
+
+	stopped: lifecycle<ApiThis>(async function () {
+		await this.rateStore?.close();
+	}),
+};
+
+export default ApiService;

@@ -1,0 +1,40 @@
+/**
+ * The gateway's routes: one table for the aliases, the access rules and the OpenAPI document,
+ * so the three can never disagree. Listed one by one, never `**` (API.md).
+ */
+export type Access = "public" | "user" | "admin";
+
+export interface RouteSpec {
+	method: "GET" | "POST" | "PATCH" | "DELETE";
+	/** Path below /api, in moleculer-web's `:param` form. */
+	path: string;
+	action: string;
+	access: Access;
+	/** Success status when it is not 200. */
+	status?: 201 | 204;
+	summary: string;
+	tag: string;
+	/** The OpenAPI schema name of the success body (components.schemas). */
+	response?: string;
+	/** Where the action's params come from, for the OpenAPI document. */
+	paramsIn?: "query" | "body";
+	/** Errors this route answers besides 400/413/422/429/503 that every route may give. */
+	errors?: number[];
+}
+
+export const ROUTES: RouteSpec[] = [
+	{ method: "POST", path: "/users/register", action: "users.register", access: "public", status: 201, summary: "Register a customer", tag: "users", response: "AuthResult", paramsIn: "body", errors: [409] },
+	{ method: "POST", path: "/users/login", action: "users.login", access: "public", summary: "Log in (rate limited per IP and per email)", tag: "users", response: "AuthResult", paramsIn: "body", errors: [401] },
+	{ method: "GET", path: "/users/me", action: "users.me", access: "user", summary: "The caller's account", tag: "users", response: "User", errors: [401] },
+
+	{ method: "GET", path: "/products", action: "products.list", access: "public", summary: "List and search the catalog", tag: "products", response: "ProductList", paramsIn: "query" },
+	{ method: "GET", path: "/products/:id", action: "products.get", access: "public", summary: "One product (X-Cache: HIT | MISS)", tag: "products", response: "Product", errors: [404] },
+	{ method: "POST", path: "/products", action: "products.create", access: "admin", status: 201, summary: "Create a product", tag: "products", response: "Product", paramsIn: "body", errors: [401, 403, 409] },
+	{ method: "PATCH", path: "/products/:id", action: "products.update", access: "admin", summary: "Change a product; every cached copy is gone before the answer", tag: "products", response: "Product", paramsIn: "body", errors: [401, 403, 404, 409] },
+	{ method: "DELETE", path: "/products/:id", action: "products.remove", access: "admin", status: 204, summary: "Delete a product", tag: "products", errors: [401, 403, 404] },
+];
+
+export const ROUTE_BY_ACTION = new Map(ROUTES.map(r => [r.action, r]));
+
+/** The services the gateway routes to: /ready needs a node of each. */
+export const ROUTED_SERVICES = [...new Set(ROUTES.map(r => r.action.split(".")[0]))];

@@ -1,0 +1,46 @@
+/** The products table (only the products service imports this). */
+import { DataTypes } from "sequelize";
+import type { ModelDefinition } from "../../mixins/db.mixin";
+
+export interface ProductRow {
+	id: number;
+	sku: string;
+	name: string;
+	description: string;
+	category: string;
+	priceCents: number;
+	currency: string;
+	stock: number;
+	createdAt: Date | string;
+	updatedAt: Date | string;
+}
+
+export interface Product {
+	id: number;
+	sku: string;
+	name: string;
+	description: string;
+	category: string;
+	priceCents: number;
+	currency: string;
+	stock: number;
+	createdAt: string;
+	updatedAt: string;
+}
+
+export const ProductModel: ModelDefinition = {
+	name: "product",
+	define: {
+		id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
+		sku: { type: DataTypes.STRING(64), allowNull: false, unique: true },
+		name: { type: DataTypes.STRING(200), allowNull: false },
+		description: { type: DataTypes.TEXT, allowNull: false, defaultValue: "" },
+		category: { type: DataTypes.STRING(100), allowNull: false },
+		priceCents: { type: DataTypes.INTEGER, allowNull: false, field: "price_cents" },
+		currency: { type: DataTypes.STRING(3), allowNull: false, defaultValue: "TRY" },
+		stock: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
+		createdAt: { type: DataTypes.DATE, field: "created_at" },
+		updatedAt: { type: DataTypes.DATE, field: "updated_at" },
+	},
+	options: { tableName: "products", timestamps: true },
+};

@@ -1,0 +1,228 @@
+/**
+ * products: owns the catalog and its stock; serves reads cache-aside (mixins/cache.mixin.ts).
+ * Never answers a write before every cached copy of what it changed is gone; never exposes the
+ * adapter's generic query/search/field parameters.
+ */
+import type { Context, Service, ServiceSchema } from "moleculer";
+import { Op, UniqueConstraintError, type Model, type WhereOptions } from "sequelize";
+import { getConfig } from "../../lib/config";
+import { NotFoundError, SkuTakenError, ValidationFailedError } from "../../lib/errors";
+import { CacheMixin, type CacheMethods, type CacheMeta, type CacheSettings } from "../../mixins/cache.mixin";
+import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
+import { migrations } from "./migrations";
+import { ProductModel, type Product, type ProductRow } from "./model";
+
+export type ProductsSettings = DbSettings & CacheSettings;
+
+export interface ListParams {
+	page: number;
+	pageSize: number;
+	q?: string;
+	category?: string;
+	sort: SortKey;
+}
+export interface ListResult<T> {
+	rows: T[];
+	total: number;
+	page: number;
+	pageSize: number;
+	totalPages: number;
+}
+type ProductInput = Omit<Product, "id" | "createdAt" | "updatedAt">;
+
+/** The only orders a client may ask for, mapped to columns (no client text reaches ORDER BY). */
+const SORTS = {
+	createdAt: ["created_at", "ASC"],
+	"-createdAt": ["created_at", "DESC"],
+	priceCents: ["price_cents", "ASC"],
+	"-priceCents": ["price_cents", "DESC"],
+	name: ["name", "ASC"],
+	"-name": ["name", "DESC"],
+} as const;
+type SortKey = keyof typeof SORTS;
+
+const MAX_INT = 2_147_483_647;
+const fields = {
+	sku: { type: "string", trim: true, pattern: /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, messages: { stringPattern: "The 'sku' field must be 1-64 letters, digits, '.', '_' or '-'." } },
+	name: { type: "string", trim: true, min: 1, max: 200 },
+	description: { type: "string", trim: true, max: 5000 },
+	category: { type: "string", trim: true, min: 1, max: 100 },
+	priceCents: { type: "number", integer: true, min: 0, max: MAX_INT },
+	currency: { type: "string", pattern: /^[A-Z]{3}$/, messages: { stringPattern: "The 'currency' field must be an ISO 4217 code such as TRY." } },
+	stock: { type: "number", integer: true, min: 0, max: MAX_INT },
+} as const;
+const optional = <T extends object>(schema: T) => ({ ...schema, optional: true });
+const idParam = { type: "number", integer: true, positive: true, convert: true, max: MAX_INT } as const;
+
+interface ProductsMethods {
+	toProduct(row: Model | ProductRow): Product;
+	findProduct(id: number): Promise<Product | null>;
+	listProducts(params: ListParams): Promise<ListResult<Product>>;
+}
+type ProductsThis = Service<ProductsSettings> & DbMethods & CacheMethods & ProductsMethods;
+
+const config = getConfig();
+
+const ProductsService: ServiceSchema<ProductsSettings> = {
+	name: "products",
+	mixins: [DbMixin({ model: ProductModel, migrations }), CacheMixin],
+
+	settings: {
+		databaseUrl: config.databaseUrls.products,
+		cacheTtlSeconds: config.cacheTtlSeconds,
+	},
+
+	actions: {
+		list: {
+			params: {
+				page: { type: "number", integer: true, positive: true, max: 100_000, convert: true, default: 1 },
+				pageSize: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
+				q: { type: "string", trim: true, max: 200, optional: true },
+				category: { type: "string", trim: true, max: 100, optional: true },
+				sort: { type: "enum", values: Object.keys(SORTS), default: "-createdAt" },
+				$$strict: true,
+			},
+			handler(this: ProductsThis, ctx: Context<ListParams, CacheMeta>) {
+				const { page, pageSize, sort } = ctx.params;
+				// One key per distinct question, whatever order the client wrote the parameters in.
+				const params: ListParams = { page, pageSize, sort, q: ctx.params.q || undefined, category: ctx.params.category || undefined };
+				return this.cachedList(ctx, { ...params }, () => this.listProducts(params));
+			},
+		},
+
+		get: {
+			params: { id: idParam, $$strict: true },
+			async handler(this: ProductsThis, ctx: Context<{ id: number }, CacheMeta>) {
+				const product = await this.cachedEntity(ctx, ctx.params.id, () => this.findProduct(ctx.params.id));
+				if (!product) throw new NotFoundError("Product", ctx.params.id);
+				return product;
+			},
+		},
+
+		create: {
+			params: {
+				sku: fields.sku,
+				name: fields.name,
+				description: { ...fields.description, default: "" },
+				category: fields.category,
+				priceCents: fields.priceCents,
+				currency: { ...fields.currency, default: "TRY" },
+				stock: { ...fields.stock, default: 0 },
+				$$strict: true,
+			},
+			async handler(this: ProductsThis, ctx: Context<ProductInput>) {
+				let product: Product;
+				try {
+					product = this.toProduct(await this.model.create({ ...ctx.params }));
+				} catch (err) {
+					if (err instanceof UniqueConstraintError) throw new SkuTakenError(ctx.params.sku);
+					throw err;
+				}
+				// A new product may belong in any cached list.
+				await this.invalidateEntities([product.id]);
+				return product;
+			},
+		},
+
+		update: {
+			params: {
+				id: idParam,
+				sku: optional(fields.sku),
+				name: optional(fields.name),
+				description: optional(fields.description),
+				category: optional(fields.category),
+				priceCents: optional(fields.priceCents),
+				currency: optional(fields.currency),
+				stock: optional(fields.stock),
+				$$strict: true,
+			},
+			async handler(this: ProductsThis, ctx: Context<Partial<ProductInput> & { id: number }>) {
+				const { id, ...changes } = ctx.params;
+				if (Object.keys(changes).length === 0)
+					throw new ValidationFailedError([{ field: "body", message: "Give at least one field to change." }]);
+				let affected: number;
+				try {
+					// One statement: the row as the client sent it, never a read-modify-write.
+					[affected] = await this.model.update(changes, { where: { id } });
+				} catch (err) {
+					if (err instanceof UniqueConstraintError) throw new SkuTakenError(changes.sku ?? "");
+					throw err;
+				}
+				if (affected === 0) throw new NotFoundError("Product", id);
+				await this.invalidateEntities([id]);
+				const product = await this.findProduct(id);
+				if (!product) throw new NotFoundError("Product", id);
+				return product;
+			},
+		},
+
+		remove: {
+			params: { id: idParam, $$strict: true },
+			async handler(this: ProductsThis, ctx: Context<{ id: number }>) {
+				const deleted = await this.model.destroy({ where: { id: ctx.params.id } });
+				if (deleted === 0) throw new NotFoundError("Product", ctx.params.id);
+				await this.invalidateEntities([ctx.params.id]);
+				return null;
+			},
+		},
+	},
+
+	methods: {
+		toProduct(row: Model | ProductRow): Product {
+			const r = ("get" in row && typeof row.get === "function" ? row.get({ plain: true }) : row) as ProductRow;
+			return {
+				id: r.id,
+				sku: r.sku,
+				name: r.name,
+				description: r.description,
+				category: r.category,
+				priceCents: r.priceCents,
+				currency: r.currency,
+				stock: r.stock,
+				createdAt: new Date(r.createdAt).toISOString(),
+				updatedAt: new Date(r.updatedAt).toISOString(),
+			};
+		},
+
+		async findProduct(this: ProductsThis, id: number): Promise<Product | null> {
+			const row = await this.model.findByPk(id);
+			return row ? this.toProduct(row) : null;
+		},
+
+		async listProducts(this: ProductsThis, params: ListParams): Promise<ListResult<Product>> {
+			const { page, pageSize, q, category, sort } = params;
+			const where: WhereOptions[] = [];
+			let replacements: Record<string, string> | undefined;
+			if (category) where.push({ category });
+			if (q) {
+				// Case-insensitive substring over name and description; % and _ in q match literally.
+				replacements = { pattern: `%${q.toLowerCase().replace(/[\\%_]/g, c => `\\${c}`)}%` };
+				where.push(
+					this.sequelize.literal(
+						"(lower(name) LIKE :pattern ESCAPE '\\' OR lower(description) LIKE :pattern ESCAPE '\\')",
+					) as unknown as WhereOptions,
+				);
+			}
+			const [column, direction] = SORTS[sort];
+			const { rows, count } = await this.model.findAndCountAll({
+				where: where.length ? { [Op.and]: where } : undefined,
+				order: [
+					[this.sequelize.col(column), direction],
+					["id", direction],
+				],
+				limit: pageSize,
+				offset: (page - 1) * pageSize,
+				replacements,
+			});
+			return {
+				rows: rows.map(r => this.toProduct(r)),
+				total: count,
+				page,
+				pageSize,
+				totalPages: Math.ceil(count / pageSize),
+			};
+		},
+	},
+};
+
+export default ProductsService;

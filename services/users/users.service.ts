@@ -1,0 +1,176 @@
+/**
+ * users: owns accounts, password hashes and roles; issues and checks JWTs.
+ * Never returns a password hash, never lets a client choose a role, never reads another database.
+ */
+import jwt from "jsonwebtoken";
+import type { Context, Service, ServiceSchema } from "moleculer";
+import { UniqueConstraintError } from "sequelize";
+import { getConfig } from "../../lib/config";
+import { lifecycle } from "../../lib/service";
+import { EmailTakenError, UnauthorizedError, NotFoundError } from "../../lib/errors";
+import { envelope, type PublicUser, type UserRegistered } from "../../lib/events";
+import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
+import { UserModel, type UserRow } from "./model";
+import { migrations } from "./migrations";
+import { hashPassword, verifyPassword, DUMMY_HASH } from "./password";
+
+export interface UsersSettings extends DbSettings {
+	jwtSecret: string;
+	jwtExpiresIn: string;
+	admin: { email: string; password?: string };
+}
+
+export interface AuthUser {
+	id: number;
+	role: "customer" | "admin";
+}
+export interface AuthMeta {
+	user?: AuthUser | null;
+}
+
+interface UsersMethods {
+	toPublic(row: UserRow): PublicUser;
+	issueToken(user: PublicUser): string;
+	findByEmail(email: string): Promise<UserRow | null>;
+	seedAdmin(): Promise<void>;
+}
+type UsersThis = Service<UsersSettings> & DbMethods & UsersMethods;
+
+const config = getConfig();
+
+const credentials = {
+	email: { type: "email", normalize: true, max: 254 },
+	password: { type: "string", min: 8, max: 200 },
+} as const;
+
+const UsersService: ServiceSchema<UsersSettings> = {
+	name: "users",
+	mixins: [DbMixin({ model: UserModel, migrations })],
+
+	settings: {
+		databaseUrl: config.databaseUrls.users,
+		jwtSecret: config.jwt.secret,
+		jwtExpiresIn: config.jwt.expiresIn,
+		admin: { email: config.admin.email, password: config.admin.password },
+	},
+
+	actions: {
+		register: {
+			params: {
+				...credentials,
+				name: { type: "string", trim: true, min: 1, max: 100 },
+				$$strict: true,
+			},
+			async handler(this: UsersThis, ctx: Context<{ email: string; password: string; name: string }>) {
+				const { email, password, name } = ctx.params;
+				let row: UserRow;
+				try {
+					const created = await this.model.create({ email, name, role: "customer", passwordHash: await hashPassword(password) });
+					row = created.get({ plain: true }) as UserRow;
+				} catch (err) {
+					if (err instanceof UniqueConstraintError) throw new EmailTakenError();
+					throw err;
+				}
+				const user = this.toPublic(row);
+				const event: UserRegistered = { ...envelope(), user };
+				await this.broker.emit("user.registered", event);
+				return { user, token: this.issueToken(user) };
+			},
+		},
+
+		login: {
+			params: {
+				email: { type: "string", trim: true, lowercase: true, min: 1, max: 254 },
+				password: { type: "string", min: 1, max: 200 },
+				$$strict: true,
+			},
+			async handler(this: UsersThis, ctx: Context<{ email: string; password: string }>) {
+				const row = await this.findByEmail(ctx.params.email);
+				// Unknown email and wrong password take the same time and get the same answer.
+				const ok = await verifyPassword(ctx.params.password, row?.passwordHash ?? (await DUMMY_HASH));
+				if (!row || !ok) throw new UnauthorizedError("Invalid email or password");
+				const user = this.toPublic(row);
+				return { user, token: this.issueToken(user) };
+			},
+		},
+
+		me: {
+			params: { $$strict: true },
+			async handler(this: UsersThis, ctx: Context<unknown, AuthMeta>) {
+				const id = ctx.meta.user?.id;
+				if (!id) throw new UnauthorizedError();
+				const row = (await this.model.findByPk(id, { raw: true })) as UserRow | null;
+				if (!row) throw new NotFoundError("User", id);
+				return this.toPublic(row);
+			},
+		},
+
+		/** The gateway's token check: a valid signature, not expired, and a user that still exists. */
+		resolveToken: {
+			visibility: "public",
+			params: { token: { type: "string", min: 1, max: 4096 } },
+			async handler(this: UsersThis, ctx: Context<{ token: string }>): Promise<AuthUser> {
+				let sub: string | undefined;
+				try {
+					// Pinning the algorithm refuses `alg: none` and tokens signed with another scheme.
+					const payload = jwt.verify(ctx.params.token, this.settings.jwtSecret, { algorithms: ["HS256"] });
+					sub = typeof payload === "object" ? payload.sub : undefined;
+				} catch {
+					throw new UnauthorizedError("Invalid or expired token");
+				}
+				const id = Number(sub);
+				if (!Number.isInteger(id) || id <= 0) throw new UnauthorizedError("Invalid or expired token");
+				const row = (await this.model.findByPk(id, { raw: true, attributes: ["id", "role"] })) as Pick<UserRow, "id" | "role"> | null;
+				if (!row) throw new UnauthorizedError("Invalid or expired token");
+				return { id: row.id, role: row.role };
+			},
+		},
+	},
+
+	methods: {
+		toPublic(row: UserRow): PublicUser {
+			return {
+				id: row.id,
+				email: row.email,
+				name: row.name,
+				role: row.role,
+				createdAt: new Date(row.createdAt).toISOString(),
+			};
+		},
+
+		issueToken(this: UsersThis, user: PublicUser): string {
+			return jwt.sign({ role: user.role }, this.settings.jwtSecret, {
+				algorithm: "HS256",
+				subject: String(user.id),
+				expiresIn: this.settings.jwtExpiresIn as jwt.SignOptions["expiresIn"],
+			});
+		},
+
+		findByEmail(this: UsersThis, email: string): Promise<UserRow | null> {
+			return this.model.findOne({ where: { email: email.trim().toLowerCase() }, raw: true }) as Promise<UserRow | null>;
+		},
+
+		/** The admin of ADMIN_EMAIL/ADMIN_PASSWORD, created once; without a password one is generated and printed. */
+		async seedAdmin(this: UsersThis): Promise<void> {
+			const { email } = this.settings.admin;
+			if (await this.findByEmail(email)) return;
+			const generated = !this.settings.admin.password;
+			const password = this.settings.admin.password ?? (await import("node:crypto")).randomBytes(12).toString("base64url");
+			try {
+				await this.model.create({ email, name: "Administrator", role: "admin", passwordHash: await hashPassword(password) });
+			} catch (err) {
+				// Another node of this service seeded it first.
+				if (err instanceof UniqueConstraintError) return;
+				throw err;
+			}
+			if (generated) this.logger.warn(`Created the admin ${email} with the generated password: ${password}`);
+			else this.logger.info(`Created the admin ${email}`);
+		},
+	},
+
+	started: lifecycle<UsersThis>(async function () {
+		await this.seedAdmin();
+	}),
+};
+
+export default UsersService;
