@@ -46,11 +46,13 @@ const UNAVAILABLE = new Set([
 export function toHttpError(err: unknown): HttpError {
 	const e = (err ?? {}) as AnyError;
 
-	// body-parser (malformed JSON, too large, bad encoding) sets `status` and a dotted `type`.
-	if (typeof e.status === "number" && typeof e.type === "string" && e.type.includes(".")) {
-		if (e.status === 413) return make(413, "PayloadTooLargeError", "The request body is larger than 1 MB");
+	// body-parser's errors (malformed JSON, too large, bad encoding) have a dotted `type`; moleculer-web
+	// passes them on with the parser's status as `code`.
+	if (typeof e.type === "string" && /^[a-z]+\.[a-z.]+$/.test(e.type)) {
+		const status = typeof e.status === "number" ? e.status : typeof e.code === "number" ? e.code : 400;
+		if (status === 413) return make(413, "PayloadTooLargeError", "The request body is larger than 1 MB");
 		if (e.type === "entity.parse.failed") return make(400, "BadRequestError", "The request body is not valid JSON", "INVALID_JSON");
-		if (e.status === 415) return make(415, "UnsupportedMediaTypeError", e.message ?? "Unsupported body encoding");
+		if (status === 415) return make(415, "UnsupportedMediaTypeError", "Unsupported body encoding or charset");
 		return make(400, "BadRequestError", "The request body could not be read");
 	}
 
@@ -82,8 +84,17 @@ function make(status: number, name: string, message: string, type = TYPE_BY_STAT
 /** fastest-validator's entries ({ type, field, message, actual, … }) reduced to { field, message }. */
 function fieldErrors(data: unknown): FieldError[] {
 	if (!Array.isArray(data)) return [];
-	return data.map((d: { field?: unknown; message?: unknown }) => ({
-		field: typeof d.field === "string" && d.field ? d.field : "body",
-		message: typeof d.message === "string" ? d.message : "Invalid value",
-	}));
+	return data.flatMap((d: { type?: unknown; field?: unknown; message?: unknown; actual?: unknown }) => {
+		// A strict object names its forbidden keys in `actual`: one entry per key, each its own field.
+		if (d.type === "objectStrict" && typeof d.actual === "string") {
+			const prefix = typeof d.field === "string" && d.field ? `${d.field}.` : "";
+			return d.actual.split(",").map(key => ({ field: prefix + key.trim(), message: `Unknown field '${key.trim()}'` }));
+		}
+		return [
+			{
+				field: typeof d.field === "string" && d.field ? d.field : "body",
+				message: typeof d.message === "string" ? d.message : "Invalid value",
+			},
+		];
+	});
 }

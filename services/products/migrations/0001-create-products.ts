@@ -16,10 +16,6 @@ export const createProducts: Migration = {
 			created_at: { type: DataTypes.DATE, allowNull: false },
 			updated_at: { type: DataTypes.DATE, allowNull: false },
 		});
-		await qi.addIndex("products", ["sku"], { unique: true, name: "products_sku_unique" });
-		// The list's filter and default sort.
-		await qi.addIndex("products", ["category", "created_at"], { name: "products_category_created_at" });
-		await qi.addIndex("products", ["created_at"], { name: "products_created_at" });
 		// The last line of defence for the rules the service validates: stock and prices never go negative.
 		await qi.addConstraint("products", {
 			type: "check",
@@ -33,6 +29,11 @@ export const createProducts: Migration = {
 			where: { price_cents: { [Op.gte]: 0 } },
 			name: "products_price_nonnegative",
 		});
+		// Indexes after the constraints: on SQLite, addConstraint rebuilds the table and drops its indexes.
+		await qi.addIndex("products", ["sku"], { unique: true, name: "products_sku_unique" });
+		// The list's filter and default sort.
+		await qi.addIndex("products", ["category", "created_at"], { name: "products_category_created_at" });
+		await qi.addIndex("products", ["created_at"], { name: "products_created_at" });
 	},
 	async down(qi) {
 		await qi.dropTable("products");

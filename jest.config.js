@@ -1,0 +1,18 @@
+/**
+ * Two projects: unit (a broker per file on the embedded defaults) and integration (real
+ * PostgreSQL, Redis and RabbitMQ; they fail, never skip, when a server is missing).
+ */
+const common = {
+	preset: "ts-jest",
+	testEnvironment: "node",
+	transform: { "^.+\\.ts$": ["ts-jest", { tsconfig: "test/tsconfig.json" }] },
+	setupFiles: ["<rootDir>/test/support/env.ts"],
+};
+
+module.exports = {
+	testTimeout: 60000,
+	projects: [
+		{ ...common, displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.spec.ts"] },
+		{ ...common, displayName: "integration", testMatch: ["<rootDir>/test/integration/**/*.spec.ts"], slowTestThreshold: 30 },
+	],
+};
