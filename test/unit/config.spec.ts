@@ -1,0 +1,58 @@
+/** lib/config: API.md's environment, parsed once, with its defaults and refusals. */
+import path from "node:path";
+import { loadConfig, maskUrl, ConfigError } from "../../lib/config";
+
+it("gives the embedded default when nothing is set", () => {
+	const c = loadConfig({});
+	expect(c.distributed).toBe(false);
+	expect(c.transporter).toBeUndefined();
+	expect(c.cacher).toBeUndefined();
+	expect(c.namespace).toBe("carsi");
+	expect(c.port).toBe(3000);
+	expect(c.services).toEqual(["api", "users", "products", "orders", "notifications"]);
+	expect(c.databaseUrls.products).toBe(`sqlite:${path.resolve("data/products.sqlite")}`);
+	expect(c.jwt.generated).toBe(true);
+	expect(c.jwt.secret.length).toBeGreaterThanOrEqual(32);
+	expect(c.cors.origins).toBe("*");
+});
+
+it("reads a distributed node's variables", () => {
+	const c = loadConfig({
+		SERVICES: "products, users",
+		TRANSPORTER: "amqp://guest:guest@127.0.0.1:5672",
+		CACHER: "redis://127.0.0.1:6379",
+		PRODUCTS_DATABASE_URL: "postgres://postgres@127.0.0.1:5432/carsi_products",
+		JWT_SECRET: "s3cret",
+		METRICS_PORT: "9100",
+		CORS_ORIGINS: "https://shop.example, https://admin.example",
+	});
+	expect(c.distributed).toBe(true);
+	expect(c.services).toEqual(["products", "users"]);
+	expect(c.databaseUrls.products).toBe("postgres://postgres@127.0.0.1:5432/carsi_products");
+	expect(c.metricsPort).toBe(9100);
+	expect(c.cors.origins).toEqual(["https://shop.example", "https://admin.example"]);
+});
+
+it.each([
+	[{ TRANSPORTER: "amqp://x" }, /JWT_SECRET is required/],
+	[{ NODE_ENV: "production" }, /JWT_SECRET is required/],
+	[{ SERVICES: "products,payments" }, /unknown service "payments"/],
+	[{ PORT: "eighty" }, /PORT must be an integer/],
+	[{ CACHE_TTL: "0" }, /CACHE_TTL must be an integer >= 1/],
+])("refuses %j with one clear line", (env, message) => {
+	let error: unknown;
+	try {
+		loadConfig(env);
+	} catch (err) {
+		error = err;
+	}
+	expect(error).toBeInstanceOf(ConfigError);
+	expect((error as Error).message).toMatch(message);
+	expect((error as Error).stack).not.toContain("\n");
+});
+
+it("masks the password of a database URL", () => {
+	expect(maskUrl("postgres://carsi:p%40ss:word@db:5432/carsi_orders")).toBe("postgres://carsi:****@db:5432/carsi_orders");
+	expect(maskUrl("postgres://postgres@127.0.0.1/x")).toBe("postgres://postgres@127.0.0.1/x");
+	expect(maskUrl("sqlite:/data/users.sqlite")).toBe("sqlite:/data/users.sqlite");
+});
