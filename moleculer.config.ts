@@ -11,6 +11,13 @@ import { PrometheusReporter } from "./lib/prometheus";
 
 const config = getConfig();
 
+// moleculer-runner overwrites every root broker option from an environment variable of the same
+// name, after loading this file: TRANSPORTER and CACHER would replace the tuned AMQP options and
+// the cacher subclass below with stock ones built from the bare URLs. lib/config has read them,
+// so the runner must not see them.
+delete process.env.TRANSPORTER;
+delete process.env.CACHER;
+
 const brokerConfig: BrokerOptions = {
 	namespace: config.namespace,
 	nodeID: config.nodeID ?? `${os.hostname()}-${process.pid}`,
