@@ -206,7 +206,8 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 			name: string;
 			settings: DbSettings;
 			adapter: MigratingSequelizeAdapter;
-			logger: { warn(...a: unknown[]): void };
+			broker: { runner?: unknown };
+			logger: { warn(...a: unknown[]): void; fatal(...a: unknown[]): void };
 		}>(async function () {
 			const attempts = Math.max(1, this.settings.dbConnectAttempts ?? 5);
 			let lastError = "";
@@ -225,7 +226,14 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 					}
 				}
 			}
-			throw new DatabaseUnreachableError(this.name, this.settings.databaseUrl, lastError);
+			const error = new DatabaseUnreachableError(this.name, this.settings.databaseUrl, lastError);
+			if (this.broker.runner) {
+				// Under moleculer-runner the broker and then the runner would each log the error: say
+				// it once and stop, as Moleculer's own broker.fatal does.
+				this.logger.fatal(error.message);
+				process.exit(1);
+			}
+			throw error;
 		}),
 	};
 }

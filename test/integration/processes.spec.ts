@@ -1,0 +1,118 @@
+/**
+ * The distributed mode as users run it: one moleculer-runner process per service (api, users,
+ * products) on PostgreSQL, Redis and RabbitMQ, configured only through the environment of API.md.
+ */
+import { randomBytes } from "node:crypto";
+import { Client } from "pg";
+import Redis from "ioredis";
+import { requireServers, SERVERS } from "../support/servers";
+import { startProcess, waitStarted, waitFor, type NodeProcess } from "../support/processes";
+import { http, login } from "../support/http";
+
+const run = `p${randomBytes(4).toString("hex")}`;
+const namespace = `carsi-test-${run}`;
+const databases = { users: `carsi_${run}_users`, products: `carsi_${run}_products` };
+const dbUrl = (name: string) => `postgres://postgres@127.0.0.1:5432/${name}`;
+const ADMIN = { email: "admin@processes.test", password: "admin-password-1" };
+const PORT = 20000 + Math.floor(Math.random() * 20000);
+const base = `http://127.0.0.1:${PORT}`;
+const nodes: NodeProcess[] = [];
+let redis: Redis;
+
+async function admin(sql: string): Promise<void> {
+	const client = new Client({ connectionString: SERVERS.postgres });
+	await client.connect();
+	try {
+		await client.query(sql);
+	} finally {
+		await client.end();
+	}
+}
+
+const common = {
+	TRANSPORTER: SERVERS.rabbitmq,
+	CACHER: SERVERS.redis,
+	NAMESPACE: namespace,
+	JWT_SECRET: "processes-test-secret",
+};
+
+beforeAll(async () => {
+	await requireServers("postgres", "redis", "rabbitmq");
+	redis = new Redis(SERVERS.redis);
+	for (const db of Object.values(databases)) await admin(`CREATE DATABASE ${db}`);
+	nodes.push(
+		startProcess("users", { ...common, SERVICES: "users", USERS_DATABASE_URL: dbUrl(databases.users), ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password }),
+		startProcess("products", { ...common, SERVICES: "products", PRODUCTS_DATABASE_URL: dbUrl(databases.products) }),
+		startProcess("api", { ...common, SERVICES: "api", PORT: String(PORT) }),
+	);
+	await Promise.all(nodes.map(n => waitStarted(n)));
+	await waitFor(async () => (await http(base, "GET", "/ready")).status === 200, "the gateway to be ready");
+});
+
+afterAll(async () => {
+	const codes = await Promise.all(nodes.map(n => n.stop()));
+	expect(codes).toEqual([0, 0, 0]);
+	const keys = await redis.keys(`*${namespace}*`);
+	if (keys.length) await redis.del(...keys);
+	redis.disconnect();
+	for (const db of Object.values(databases)) await admin(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+});
+
+it("runs each service as its own node with the design's transporter and cacher", () => {
+	for (const node of nodes) {
+		expect(node.output()).toContain("Transporter: AmqpTransporter");
+		expect(node.output()).toContain("Cacher: SafeRedisCacher");
+	}
+	expect(new Set(nodes.map(n => /Node ID: (\S+)/.exec(n.output())?.[1])).size).toBe(3);
+});
+
+it("reports every dependency on /ready", async () => {
+	const ready = await http(base, "GET", "/ready");
+	expect(ready.body.checks).toEqual({ cacher: "up", transporter: "up", "service:users": "up", "service:products": "up" });
+});
+
+it("registers, logs in and answers /me across nodes", async () => {
+	const reg = await http(base, "POST", "/api/users/register", { body: { email: "p@example.com", password: "password-123", name: "P" } });
+	expect(reg.status).toBe(201);
+	const token = await login(base, "p@example.com", "password-123");
+	const me = await http(base, "GET", "/api/users/me", { token });
+	expect(me.body).toEqual(reg.body.user);
+});
+
+it("serves a product MISS then HIT from Redis, and the new value right after a PATCH", async () => {
+	const token = await login(base, ADMIN.email, ADMIN.password);
+	const created = await http(base, "POST", "/api/products", { token, body: { sku: "P-1", name: "Demlik", category: "kitchen", priceCents: 12900, stock: 3 } });
+	expect(created.status).toBe(201);
+	const id = created.body.id;
+	expect((await http(base, "GET", `/api/products/${id}`)).headers.get("x-cache")).toBe("MISS");
+	expect(await redis.exists(`carsi-${namespace}-products:entity:${id}`)).toBe(1);
+	expect((await http(base, "GET", `/api/products/${id}`)).headers.get("x-cache")).toBe("HIT");
+
+	const patched = await http(base, "PATCH", `/api/products/${id}`, { token, body: { priceCents: 9900 } });
+	expect(patched.body.priceCents).toBe(9900);
+	const after = await http(base, "GET", `/api/products/${id}`);
+	expect(after.headers.get("x-cache")).toBe("MISS");
+	expect(after.body.priceCents).toBe(9900);
+});
+
+it("serves Prometheus metrics on the gateway's port", async () => {
+	const res = await fetch(`${base}/metrics`);
+	expect(res.status).toBe(200);
+	expect(await res.text()).toMatch(/^moleculer_request_total\{/m);
+});
+
+it("stops a node whose database cannot be reached with one line naming the masked URL", async () => {
+	const node = startProcess("broken", { ...common, SERVICES: "products", PRODUCTS_DATABASE_URL: "postgres://postgres:hunter2@127.0.0.1:1/nowhere" });
+	const code = await node.exited;
+	expect(code).toBe(1);
+	const lines = node.output().split("\n").filter(l => l.includes("cannot be reached"));
+	expect(lines).toHaveLength(1);
+	expect(lines[0]).toMatch(/FATAL .*The products database at postgres:\/\/postgres:\*\*\*\*@127\.0\.0\.1:1\/nowhere cannot be reached: connect ECONNREFUSED/);
+	expect(node.output()).not.toContain("hunter2");
+});
+
+it("refuses to start a distributed node without JWT_SECRET", async () => {
+	const node = startProcess("no-secret", { ...common, JWT_SECRET: "", SERVICES: "users", USERS_DATABASE_URL: dbUrl(databases.users) });
+	expect(await node.exited).toBe(1);
+	expect(node.output()).toContain("JWT_SECRET is required");
+});
