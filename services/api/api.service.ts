@@ -153,7 +153,13 @@ const ApiService: ServiceSchema<ApiSettings> = {
 		],
 
 		cors: {
-			origin: "*",
+			// moleculer-web matches a string origin as a substring ("http://a" would allow
+			// "http://a.evil"): a function compares whole origins. Read at request time, so tests and
+			// CORS_ORIGINS set it through settings.corsOrigins.
+			origin(this: ApiThis, origin: string): boolean {
+				const allowed = this.settings.corsOrigins;
+				return allowed === "*" || allowed.includes(origin);
+			},
 			methods: ["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
 			allowedHeaders: ["Content-Type", "Authorization", "Idempotency-Key", "X-Request-Id"],
 			exposedHeaders: ["X-Cache", "Retry-After", "X-Request-Id"],
@@ -241,13 +247,6 @@ const ApiService: ServiceSchema<ApiSettings> = {
 	},
 
 	created: lifecycle<ApiThis>(function () {
-		const origins = this.settings.corsOrigins;
-		if (origins !== "*") {
-			// moleculer-web matches a string origin as a substring ("http://a" would allow
-			// "http://a.evil"): compare whole origins instead.
-			const allowed = new Set(origins);
-			(this.settings.cors as { origin: unknown }).origin = (origin: string) => allowed.has(origin);
-		}
 		this.version = packageJson.version;
 		this.rateStore = this.settings.rateLimitRedisUrl
 			? new RedisWindowStore(this.settings.rateLimitRedisUrl, `carsi-${this.settings.namespace}-ratelimit:`, this.logger)
