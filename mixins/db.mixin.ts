@@ -122,6 +122,14 @@ class MigratingSequelizeAdapter extends SequelizeAdapter {
 		this.service.sequelize = this.db;
 	}
 
+	/** Safe to call twice: hot reload stops a service that the broker then stops again. */
+	override async disconnect(): Promise<void> {
+		const db = this.db;
+		if (!db) return;
+		this.db = undefined as unknown as Sequelize;
+		await db.close();
+	}
+
 	private async migrate(): Promise<void> {
 		const umzug = new Umzug<QueryInterface>({
 			migrations: this.migrations.map(m => ({

@@ -40,6 +40,16 @@ interface GatewayMeta {
 	$location?: string;
 }
 
+function requireJsonBody(req: IncomingMessage, _res: ServerResponse, next: (err?: unknown) => void): void {
+	const hasBody = Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined;
+	const type = String(req.headers["content-type"] ?? "").toLowerCase();
+	if (hasBody && !/^application\/([a-z0-9.+-]+\+)?json\b/.test(type)) {
+		next(Object.assign(new Error("The request body must be JSON"), { type: "content.not.json", status: 400 }));
+		return;
+	}
+	next();
+}
+
 /** The Location of what a 201 created. */
 function locationOf(action: string, data: unknown): string {
 	if (action === "users.register") return "/api/users/me";
@@ -136,6 +146,9 @@ const ApiService: ServiceSchema<ApiSettings> = {
 				aliases: Object.fromEntries(ROUTES.map(r => [`${r.method} ${r.path}`, r.action])),
 				// JSON objects and arrays only, at most 1 MB (413 above, 400 when malformed).
 				bodyParsers: { json: { limit: "1mb", strict: true }, urlencoded: false },
+				// The JSON parser skips bodies of other types, which would then read as missing fields:
+				// a body that is not JSON is a 400, as API.md says.
+				use: [requireJsonBody],
 				callOptions: { timeout: config.requestTimeoutMs },
 
 				async onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req) {

@@ -52,6 +52,8 @@ export function toHttpError(err: unknown): HttpError {
 		const status = typeof e.status === "number" ? e.status : typeof e.code === "number" ? e.code : 400;
 		if (status === 413) return make(413, "PayloadTooLargeError", "The request body is larger than 1 MB");
 		if (e.type === "entity.parse.failed") return make(400, "BadRequestError", "The request body is not valid JSON", "INVALID_JSON");
+		if (e.type === "content.not.json")
+			return make(400, "BadRequestError", "The request body must be JSON (Content-Type: application/json)", "INVALID_JSON");
 		if (status === 415) return make(415, "UnsupportedMediaTypeError", "Unsupported body encoding or charset");
 		return make(400, "BadRequestError", "The request body could not be read");
 	}

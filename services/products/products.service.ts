@@ -79,7 +79,12 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 				pageSize: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
 				q: { type: "string", trim: true, max: 200, optional: true },
 				category: { type: "string", trim: true, max: 100, optional: true },
-				sort: { type: "enum", values: Object.keys(SORTS), default: "-createdAt" },
+				sort: {
+					type: "enum",
+					values: Object.keys(SORTS),
+					default: "-createdAt",
+					messages: { enumValue: `The 'sort' field must be one of ${Object.keys(SORTS).join(", ")}.` },
+				},
 				$$strict: true,
 			},
 			handler(this: ProductsThis, ctx: Context<ListParams, CacheMeta>) {
@@ -195,11 +200,17 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 			let replacements: Record<string, string> | undefined;
 			if (category) where.push({ category });
 			if (q) {
-				// Case-insensitive substring over name and description; % and _ in q match literally.
-				replacements = { pattern: `%${q.toLowerCase().replace(/[\\%_]/g, c => `\\${c}`)}%` };
+				// Substring over name and description; % and _ in q match literally. PostgreSQL folds
+				// case with lower() on both sides (Unicode-aware). SQLite's lower() knows only ASCII but
+				// its LIKE already ignores ASCII case, so there the text is compared as written: "ÇAY"
+				// finds "ÇAYDANLIK" and "cay" finds "Cay", though "çay" does not find "ÇAY".
+				const escaped = q.replace(/[\\%_]/g, c => `\\${c}`);
+				const pg = this.dbDialect() === "postgres";
+				replacements = { pattern: `%${pg ? escaped.toLowerCase() : escaped}%` };
+				const column = (name: string) => (pg ? `lower(${name})` : name);
 				where.push(
 					this.sequelize.literal(
-						"(lower(name) LIKE :pattern ESCAPE '\\' OR lower(description) LIKE :pattern ESCAPE '\\')",
+						`(${column("name")} LIKE :pattern ESCAPE '\\' OR ${column("description")} LIKE :pattern ESCAPE '\\')`,
 					) as unknown as WhereOptions,
 				);
 			}

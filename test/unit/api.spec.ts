@@ -199,6 +199,8 @@ describe("products", () => {
 		expect(percent.body.rows.map((r: { name: string }) => r.name)).toEqual(["Lamp 3"]);
 		const underscore = await http(base, "GET", "/api/products?q=_");
 		expect(underscore.body.total).toBe(0);
+		await createProduct({ ...widget, sku: "TR-1", name: "ÇAYDANLIK", category: "tr" });
+		expect((await http(base, "GET", `/api/products?q=${encodeURIComponent("ÇAYDAN")}`)).body.rows.map((r: { sku: string }) => r.sku)).toEqual(["TR-1"]);
 	});
 
 	it("refuses a duplicate sku with 409 SKU_TAKEN, on create and on update", async () => {
@@ -267,6 +269,14 @@ describe("bodies", () => {
 		const res = await http(base, "POST", "/api/users/register", { raw: '{"email": "a@b.c", ' });
 		expect(res.status).toBe(400);
 		expect(res.body).toEqual({ name: "BadRequestError", message: "The request body is not valid JSON", code: 400, type: "INVALID_JSON" });
+	});
+
+	it("answers a body that is not JSON 400, whatever its content type", async () => {
+		for (const type of ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]) {
+			const res = await http(base, "POST", "/api/users/register", { raw: "email=a@b.c&password=12345678&name=x", headers: { "content-type": type } });
+			expect(res.status).toBe(400);
+			expect(res.body.type).toBe("INVALID_JSON");
+		}
 	});
 
 	it("answers a body over 1 MB 413 PAYLOAD_TOO_LARGE", async () => {
