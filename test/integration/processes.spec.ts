@@ -3,30 +3,30 @@
  * products) on PostgreSQL, Redis and RabbitMQ, configured only through the environment of API.md.
  */
 import { randomBytes } from "node:crypto";
-import { Client } from "pg";
-import Redis from "ioredis";
+import type Redis from "ioredis";
 import { requireServers, SERVERS } from "../support/servers";
-import { startProcess, waitStarted, waitFor, type NodeProcess } from "../support/processes";
+import { startProcess, waitStarted, type NodeProcess } from "../support/processes";
 import { http, login } from "../support/http";
+import { createDatabase, dropDatabase, pgUrl, uniqueDbName } from "../support/pg";
+import { cachePrefix, deleteKeysWithPrefix, redisClient } from "../support/redis";
+import { deleteAmqpResources, moleculerAmqpResources } from "../support/amqp";
+import { waitFor } from "../support/wait";
 
-const run = `p${randomBytes(4).toString("hex")}`;
-const namespace = `carsi-test-${run}`;
-const databases = { users: `carsi_${run}_users`, products: `carsi_${run}_products` };
-const dbUrl = (name: string) => `postgres://postgres@127.0.0.1:5432/${name}`;
+const namespace = `carsi-test-p${randomBytes(4).toString("hex")}`;
+const databases = { users: uniqueDbName("users"), products: uniqueDbName("products") };
+const dbUrl = (name: string) => pgUrl(name);
 const ADMIN = { email: "admin@processes.test", password: "admin-password-1" };
 const PORT = 20000 + Math.floor(Math.random() * 20000);
 const base = `http://127.0.0.1:${PORT}`;
 const nodes: NodeProcess[] = [];
+/** Every process of the suite, for the AMQP clean-up (also the ones that fail to start). */
+const spawned: NodeProcess[] = [];
 let redis: Redis;
 
-async function admin(sql: string): Promise<void> {
-	const client = new Client({ connectionString: SERVERS.postgres });
-	await client.connect();
-	try {
-		await client.query(sql);
-	} finally {
-		await client.end();
-	}
+function start(name: string, env: Record<string, string>): NodeProcess {
+	const node = startProcess(name, env);
+	spawned.push(node);
+	return node;
 }
 
 const common = {
@@ -38,24 +38,27 @@ const common = {
 
 beforeAll(async () => {
 	await requireServers("postgres", "redis", "rabbitmq");
-	redis = new Redis(SERVERS.redis);
-	for (const db of Object.values(databases)) await admin(`CREATE DATABASE ${db}`);
+	redis = redisClient();
+	for (const db of Object.values(databases)) await createDatabase(db);
 	nodes.push(
-		startProcess("users", { ...common, SERVICES: "users", USERS_DATABASE_URL: dbUrl(databases.users), ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password }),
-		startProcess("products", { ...common, SERVICES: "products", PRODUCTS_DATABASE_URL: dbUrl(databases.products) }),
-		startProcess("api", { ...common, SERVICES: "api", PORT: String(PORT) }),
+		start("users", { ...common, SERVICES: "users", USERS_DATABASE_URL: dbUrl(databases.users), ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password }),
+		start("products", { ...common, SERVICES: "products", PRODUCTS_DATABASE_URL: dbUrl(databases.products) }),
+		start("api", { ...common, SERVICES: "api", PORT: String(PORT) }),
 	);
 	await Promise.all(nodes.map(n => waitStarted(n)));
-	await waitFor(async () => (await http(base, "GET", "/ready")).status === 200, "the gateway to be ready");
+	await waitFor("the gateway to be ready", async () => (await http(base, "GET", "/ready").catch(() => ({ status: 0 }))).status === 200);
 });
 
 afterAll(async () => {
 	const codes = await Promise.all(nodes.map(n => n.stop()));
-	expect(codes).toEqual([0, 0, 0]);
-	const keys = await redis.keys(`*${namespace}*`);
-	if (keys.length) await redis.del(...keys);
+	await Promise.all(spawned.map(n => n.stop("SIGKILL")));
+	const nodeIDs = spawned.map(n => /Node ID: (\S+)/.exec(n.output())?.[1]).filter((id): id is string => !!id);
+	await deleteAmqpResources(moleculerAmqpResources(namespace, nodeIDs), namespace);
+	await deleteKeysWithPrefix(cachePrefix(namespace));
 	redis.disconnect();
-	for (const db of Object.values(databases)) await admin(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+	for (const db of Object.values(databases)) await dropDatabase(db);
+	// Last, so that a failed stop still cleans up: every node stopped gracefully on SIGTERM.
+	expect(codes).toEqual([0, 0, 0]);
 });
 
 it("runs each service as its own node with the design's transporter and cacher", () => {
@@ -85,7 +88,7 @@ it("serves a product MISS then HIT from Redis, and the new value right after a P
 	expect(created.status).toBe(201);
 	const id = created.body.id;
 	expect((await http(base, "GET", `/api/products/${id}`)).headers.get("x-cache")).toBe("MISS");
-	expect(await redis.exists(`carsi-${namespace}-products:entity:${id}`)).toBe(1);
+	expect(await redis.exists(`${cachePrefix(namespace)}products:entity:${id}`)).toBe(1);
 	expect((await http(base, "GET", `/api/products/${id}`)).headers.get("x-cache")).toBe("HIT");
 
 	const patched = await http(base, "PATCH", `/api/products/${id}`, { token, body: { priceCents: 9900 } });
@@ -102,7 +105,7 @@ it("serves Prometheus metrics on the gateway's port", async () => {
 });
 
 it("stops a node whose database cannot be reached with one line naming the masked URL", async () => {
-	const node = startProcess("broken", { ...common, SERVICES: "products", PRODUCTS_DATABASE_URL: "postgres://postgres:hunter2@127.0.0.1:1/nowhere" });
+	const node = start("broken", { ...common, SERVICES: "products", PRODUCTS_DATABASE_URL: "postgres://postgres:hunter2@127.0.0.1:1/nowhere" });
 	const code = await node.exited;
 	expect(code).toBe(1);
 	const lines = node.output().split("\n").filter(l => l.includes("cannot be reached"));
@@ -112,7 +115,7 @@ it("stops a node whose database cannot be reached with one line naming the maske
 });
 
 it("refuses to start a distributed node without JWT_SECRET", async () => {
-	const node = startProcess("no-secret", { ...common, JWT_SECRET: "", SERVICES: "users", USERS_DATABASE_URL: dbUrl(databases.users) });
+	const node = start("no-secret", { ...common, JWT_SECRET: "", SERVICES: "users", USERS_DATABASE_URL: dbUrl(databases.users) });
 	expect(await node.exited).toBe(1);
 	expect(node.output()).toContain("JWT_SECRET is required");
 });

@@ -49,12 +49,3 @@ export async function waitStarted(node: NodeProcess, timeoutMs = 30_000): Promis
 		await new Promise(r => setTimeout(r, 100));
 	}
 }
-
-export async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		if (await check().catch(() => false)) return;
-		if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-		await new Promise(r => setTimeout(r, 200));
-	}
-}
