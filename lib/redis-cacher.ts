@@ -106,12 +106,17 @@ export class SafeRedisCacher extends Cachers.Redis {
 		return super.clean(match).catch((err: Error) => this.markDown(err));
 	}
 
+	/**
+	 * Resolves with the unlock function; rejects only when Redis is up and the lock stayed taken
+	 * for all of redlock's retries (the caller decides: a read skips the cache, a write deletes
+	 * anyway). With Redis down there is nothing to order, so it resolves with a no-op.
+	 */
 	override lock(key: string | string[], ttl?: number): Promise<Unlock> {
-		// No lock without Redis: nothing is written to the cache then, so there is nothing to order.
 		if (!this.available) return Promise.resolve(noUnlock);
 		return (super.lock(key, ttl) as Promise<Unlock>)
 			.then(unlock => () => unlock().catch(() => undefined))
 			.catch((err: Error) => {
+				if (this.client.status === "ready") throw err;
 				this.markDown(err);
 				return noUnlock;
 			});

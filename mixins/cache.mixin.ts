@@ -85,7 +85,14 @@ export const CacheMixin: Partial<ServiceSchema> = {
 				ctx.meta.$cache = "HIT";
 				return cached as T;
 			}
-			const unlock = await cacher.lock(key, this.settings.cacheLockTtlMs);
+			let unlock: () => Promise<unknown>;
+			try {
+				unlock = await cacher.lock(key, this.settings.cacheLockTtlMs);
+			} catch {
+				// The key's lock stayed taken (a stalled fill): answer from the database, cache nothing.
+				ctx.meta.$cache = "MISS";
+				return load();
+			}
 			try {
 				// Another caller may have filled the key while this one waited for the lock.
 				const filled = await cacher.get(key);
@@ -125,7 +132,16 @@ export const CacheMixin: Partial<ServiceSchema> = {
 			await Promise.all(
 				ids.map(async id => {
 					const key = `${this.name}:entity:${id}`;
-					const unlock = await cacher.lock(key, this.settings.cacheLockTtlMs);
+					let unlock: () => Promise<unknown>;
+					try {
+						unlock = await cacher.lock(key, this.settings.cacheLockTtlMs);
+					} catch {
+						// The lock stayed taken past its retries: delete without it rather than answer
+						// with the entry in place. Only a fill stalled longer than that can still land.
+						this.logger.warn(`Cache lock of ${key} not acquired; deleting without it`);
+						await cacher.del(key);
+						return;
+					}
 					try {
 						await cacher.del(key);
 					} finally {
