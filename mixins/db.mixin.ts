@@ -63,12 +63,17 @@ const CONNECTION_ERRORS = new Set([
 	"SequelizeConnectionAcquireTimeoutError",
 ]);
 
+/** PostgreSQL's connection-exception class (08), shutdown (57P01-03), and socket errors. */
+const CONNECTION_CODES = /^(08\d{3}|57P0[1-3]|ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE|ENOTFOUND|SQLITE_BUSY)$/;
+/** node-postgres reports a connection lost mid-query without a code, only in words. */
+const CONNECTION_MESSAGES = /Connection terminated|not queryable|timeout exceeded when trying to connect|Connection ended/i;
+
 export function isConnectionError(err: unknown): boolean {
-	const e = err as { name?: string; parent?: { code?: string }; original?: { code?: string } };
+	const e = err as { name?: string; parent?: { code?: string; message?: string } };
 	if (e?.name && CONNECTION_ERRORS.has(e.name)) return true;
-	const code = e?.parent?.code ?? e?.original?.code;
-	// PostgreSQL: the server went away mid-query, or refuses connections while shutting down.
-	return code === "57P01" || code === "57P03" || code === "ECONNRESET" || code === "ECONNREFUSED" || code === "SQLITE_BUSY";
+	const cause = e?.parent;
+	if (!cause) return false;
+	return CONNECTION_CODES.test(String(cause.code ?? "")) || CONNECTION_MESSAGES.test(String(cause.message ?? ""));
 }
 
 export function createSequelize(url: string): Sequelize {

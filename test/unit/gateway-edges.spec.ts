@@ -68,3 +68,15 @@ describe("login rate limit per IP", () => {
 		expect((await attempt("203.0.113.8", 4)).status).toBe(401);
 	});
 });
+
+describe("a routed service that no node runs", () => {
+	it("answers 503 SERVICE_UNAVAILABLE and /ready says which", async () => {
+		const base = await gateway({});
+		const res = await http(base, "GET", "/api/products/1");
+		expect(res.status).toBe(503);
+		expect(res.body).toMatchObject({ code: 503, type: "SERVICE_UNAVAILABLE" });
+		const ready = await http(base, "GET", "/ready");
+		expect(ready.status).toBe(503);
+		expect(ready.body.checks).toMatchObject({ "service:users": "up", "service:products": "down" });
+	});
+});
