@@ -35,6 +35,14 @@ export interface Config {
 	trustProxy: number;
 	loginRateLimit: { windowMs: number; perIp: number; perEmail: number };
 	requestTimeoutMs: number;
+	/** How long stock stays held for an order that no commit confirms (then it is released). */
+	reservationTtlMs: number;
+	/** How often a products node looks for reservations past their time. */
+	reservationSweepMs: number;
+	/** How often the outbox relay looks for pending events (it is also woken after each commit). */
+	outboxPollMs: number;
+	/** Test-only: the name of a point where this process kills itself (lib/faults.ts). */
+	faultPoint?: string;
 }
 
 export class ConfigError extends Error {
@@ -96,6 +104,10 @@ export function loadConfig(env: Env = process.env): Config {
 	const corsRaw = env.CORS_ORIGINS?.trim();
 	const metricsPort = env.METRICS_PORT ? int(env, "METRICS_PORT", 0, 0) : undefined;
 
+	const smtpUrl = env.SMTP_URL || undefined;
+	if (smtpUrl && !/^smtps?:\/\/[^/]+/i.test(smtpUrl))
+		throw new ConfigError(`SMTP_URL must be an smtp:// or smtps:// URL, got "${maskUrl(smtpUrl)}"`);
+
 	return {
 		nodeEnv,
 		distributed,
@@ -124,6 +136,10 @@ export function loadConfig(env: Env = process.env): Config {
 			perEmail: int(env, "LOGIN_RATE_PER_EMAIL", 5, 1),
 		},
 		requestTimeoutMs: int(env, "REQUEST_TIMEOUT_MS", 10_000, 100),
+		reservationTtlMs: int(env, "RESERVATION_TTL_MS", 300_000, 100),
+		reservationSweepMs: int(env, "RESERVATION_SWEEP_MS", 5_000, 50),
+		outboxPollMs: int(env, "OUTBOX_POLL_MS", 1_000, 10),
+		faultPoint: env.CARSI_FAULT || undefined,
 	};
 }
 

@@ -207,7 +207,13 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 				return this.sequelize.getDialect() === "postgres" ? "postgres" : "sqlite";
 			},
 			transaction<T>(this: DbMethods, fn: (t: Transaction) => Promise<T>): Promise<T> {
-				return this.sequelize.transaction(fn);
+				if (this.dbDialect() !== "sqlite") return this.sequelize.transaction(fn);
+				// SQLite has one writer at a time, and Sequelize opens a connection per transaction
+				// whose busy-waits back off in steps of up to 100 ms: under 100 concurrent orders they
+				// time out. Queueing this process's transactions on one file is exact and fast; IMMEDIATE
+				// takes the write lock at BEGIN (a deferred one that read first fails with SQLITE_BUSY
+				// when another wrote meanwhile).
+				return serialize(this.sequelize, () => this.sequelize.transaction({ type: Transaction.TYPES.IMMEDIATE }, fn));
 			},
 		},
 		created: lifecycle<{ adapter: unknown; settings: DbSettings; broker: unknown }>(function () {
@@ -249,6 +255,19 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 			throw error;
 		}),
 	};
+}
+
+const queues = new WeakMap<Sequelize, Promise<unknown>>();
+
+/** Runs `fn` after every earlier call for the same database has settled. */
+function serialize<T>(db: Sequelize, fn: () => Promise<T>): Promise<T> {
+	const previous = queues.get(db) ?? Promise.resolve();
+	const run = previous.then(fn, fn);
+	queues.set(
+		db,
+		run.catch(() => undefined),
+	);
+	return run;
 }
 
 function describe(err: unknown): string {

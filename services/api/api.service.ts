@@ -38,6 +38,7 @@ interface GatewayMeta {
 	$cache?: "HIT" | "MISS";
 	$statusCode?: number;
 	$location?: string;
+	idempotencyKey?: string;
 }
 
 function requireJsonBody(req: IncomingMessage, _res: ServerResponse, next: (err?: unknown) => void): void {
@@ -151,14 +152,19 @@ const ApiService: ServiceSchema<ApiSettings> = {
 				use: [requireJsonBody],
 				callOptions: { timeout: config.requestTimeoutMs },
 
-				async onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req) {
+				async onBeforeCall(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req) {
 					if (req.$action?.name === "users.login") await this.checkLoginRate(req);
+					if (req.$action?.name === "orders.create") {
+						const key = req.headers["idempotency-key"];
+						if (key !== undefined) ctx.meta.idempotencyKey = Array.isArray(key) ? key.join(",") : key;
+					}
 				},
 
 				onAfterCall(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req, res: ServerResponse, data: unknown) {
 					const spec = req.$action ? ROUTE_BY_ACTION.get(req.$action.name) : undefined;
-					if (spec?.status) ctx.meta.$statusCode = spec.status;
-					if (spec?.status === 201) ctx.meta.$location = locationOf(spec.action, data);
+					// A service may answer another success status (a replayed order is 200, not 201).
+					if (spec?.status && ctx.meta.$statusCode === undefined) ctx.meta.$statusCode = spec.status;
+					if (ctx.meta.$statusCode === 201) ctx.meta.$location = locationOf(spec!.action, data);
 					if (ctx.meta.$cache) res.setHeader("X-Cache", ctx.meta.$cache);
 					return spec?.status === 204 ? null : data;
 				},

@@ -54,6 +54,34 @@ const COMPONENTS: Record<string, Schema> = {
 		},
 	},
 	ProductList: list("Product"),
+	Order: {
+		type: "object",
+		required: ["id", "userId", "status", "items", "totalCents", "currency", "createdAt", "updatedAt"],
+		properties: {
+			id: { type: "string", format: "uuid" },
+			userId: { type: "integer", minimum: 1 },
+			status: { type: "string", enum: ["placed", "cancelled"] },
+			items: {
+				type: "array",
+				items: {
+					type: "object",
+					required: ["productId", "sku", "name", "quantity", "unitPriceCents"],
+					properties: {
+						productId: { type: "integer", minimum: 1 },
+						sku: { type: "string" },
+						name: { type: "string" },
+						quantity: { type: "integer", minimum: 1 },
+						unitPriceCents: { type: "integer", minimum: 0, description: "From the catalog at reservation, never from the client" },
+					},
+				},
+			},
+			totalCents: { type: "integer", minimum: 0 },
+			currency: { type: "string", pattern: "^[A-Z]{3}$" },
+			createdAt: { type: "string", format: "date-time" },
+			updatedAt: { type: "string", format: "date-time" },
+		},
+	},
+	OrderList: list("Order"),
 	Error: error("NOT_FOUND"),
 	ValidationError: {
 		...error("VALIDATION_ERROR"),
@@ -175,6 +203,14 @@ export function buildOpenApi(routes: RouteSpec[], paramsOf: (action: string) => 
 		} else if (route.paramsIn === "body") {
 			op.requestBody = { required: true, content: { "application/json": { schema: objectSchema(rest, strict) } } };
 		}
+		if (route.action === "orders.create")
+			(op.parameters as unknown[]).push({
+				name: "Idempotency-Key",
+				in: "header",
+				required: false,
+				description: "The same key and body answer the first order (200); another body is 409 IDEMPOTENCY_KEY_REUSED",
+				schema: { type: "string", minLength: 1, maxLength: 200 },
+			});
 		if (route.access !== "public") op.security = [{ bearer: [] }];
 		const okStatus = String(route.status ?? 200);
 		const responses: Record<string, unknown> = {
@@ -182,6 +218,8 @@ export function buildOpenApi(routes: RouteSpec[], paramsOf: (action: string) => 
 				? { description: "OK", content: { "application/json": { schema: { $ref: `#/components/schemas/${route.response}` } } } }
 				: { description: "No content" },
 		};
+		if (route.action === "orders.create")
+			responses["200"] = { description: "The order first placed with this Idempotency-Key", content: { "application/json": { schema: { $ref: "#/components/schemas/Order" } } } };
 		if (route.action === "products.get")
 			(responses[okStatus] as Record<string, unknown>).headers = {
 				"X-Cache": { description: "Whether the cache answered", schema: { type: "string", enum: ["HIT", "MISS"] } },
@@ -227,7 +265,7 @@ export function buildOpenApi(routes: RouteSpec[], paramsOf: (action: string) => 
 			description: "The HTTP contract of Çarşı (API.md). Money is integer minor units; lists answer { rows, total, page, pageSize, totalPages }.",
 		},
 		servers: [{ url: "/" }],
-		tags: [{ name: "users" }, { name: "products" }, { name: "operations" }],
+		tags: [{ name: "users" }, { name: "products" }, { name: "orders" }, { name: "notifications" }, { name: "operations" }],
 		paths,
 		components: {
 			schemas: COMPONENTS,

@@ -32,6 +32,11 @@ export const ROUTES: RouteSpec[] = [
 	{ method: "POST", path: "/products", action: "products.create", access: "admin", status: 201, summary: "Create a product", tag: "products", response: "Product", paramsIn: "body", errors: [401, 403, 409] },
 	{ method: "PATCH", path: "/products/:id", action: "products.update", access: "admin", summary: "Change a product; every cached copy is gone before the answer", tag: "products", response: "Product", paramsIn: "body", errors: [401, 403, 404, 409] },
 	{ method: "DELETE", path: "/products/:id", action: "products.remove", access: "admin", status: 204, summary: "Delete a product", tag: "products", errors: [401, 403, 404] },
+
+	{ method: "POST", path: "/orders", action: "orders.create", access: "user", status: 201, summary: "Place an order (optional Idempotency-Key header; the same key and body answer the first order with 200)", tag: "orders", response: "Order", paramsIn: "body", errors: [401, 404, 409] },
+	{ method: "GET", path: "/orders", action: "orders.list", access: "user", summary: "The caller's orders, newest first (an admin sees all)", tag: "orders", response: "OrderList", paramsIn: "query", errors: [401] },
+	{ method: "GET", path: "/orders/:id", action: "orders.get", access: "user", summary: "One order (owner or admin)", tag: "orders", response: "Order", errors: [401, 404] },
+	{ method: "POST", path: "/orders/:id/cancel", action: "orders.cancel", access: "user", summary: "Cancel a placed order; its stock is released exactly once", tag: "orders", response: "Order", errors: [401, 404, 409] },
 ];
 
 export const ROUTE_BY_ACTION = new Map(ROUTES.map(r => [r.action, r]));

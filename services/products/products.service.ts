@@ -9,10 +9,20 @@ import { getConfig } from "../../lib/config";
 import { NotFoundError, SkuTakenError, ValidationFailedError } from "../../lib/errors";
 import { CacheMixin, type CacheMethods, type CacheMeta, type CacheSettings } from "../../mixins/cache.mixin";
 import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
+import { lifecycle } from "../../lib/service";
 import { migrations } from "./migrations";
 import { ProductModel, type Product, type ProductRow } from "./model";
+import { Reservations, type Reservation, type RequestedLine } from "./reservations";
 
-export type ProductsSettings = DbSettings & CacheSettings;
+export type ProductsSettings = DbSettings &
+	CacheSettings & {
+		/** How long stock stays held without a confirming order. */
+		reservationTtlMs: number;
+		/** How often this node looks for reservations past their time (0: never). */
+		reservationSweepMs: number;
+		/** Extra time past expiry before a sweep releases, so a commit racing the expiry wins. */
+		reservationGraceMs: number;
+	};
 
 export interface ListParams {
 	page: number;
@@ -58,8 +68,16 @@ interface ProductsMethods {
 	toProduct(row: Model | ProductRow): Product;
 	findProduct(id: number): Promise<Product | null>;
 	listProducts(params: ListParams): Promise<ListResult<Product>>;
+	releaseReservation(orderId: string): Promise<boolean>;
+	confirmReservation(orderId: string): Promise<string | null>;
+	sweepReservations(): Promise<number>;
 }
-type ProductsThis = Service<ProductsSettings> & DbMethods & CacheMethods & ProductsMethods;
+type ProductsThis = Service<ProductsSettings> &
+	DbMethods &
+	CacheMethods &
+	ProductsMethods & { reservations: Reservations; sweepTimer?: NodeJS.Timeout; sweeping?: Promise<number> };
+
+const orderIdParam = { type: "uuid" } as const;
 
 const config = getConfig();
 
@@ -70,6 +88,9 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 	settings: {
 		databaseUrl: config.databaseUrls.products,
 		cacheTtlSeconds: config.cacheTtlSeconds,
+		reservationTtlMs: config.reservationTtlMs,
+		reservationSweepMs: config.reservationSweepMs,
+		reservationGraceMs: Math.min(2000, config.reservationTtlMs),
 	},
 
 	actions: {
@@ -161,6 +182,54 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 			},
 		},
 
+		/**
+		 * Holds the stock of every line for an order, or of none (409 OUT_OF_STOCK). Idempotent by
+		 * order id: a retry answers the first reservation. Answers the lines with the catalog's
+		 * names and prices, which the order uses (never the client's).
+		 */
+		reserve: {
+			visibility: "public",
+			params: {
+				orderId: orderIdParam,
+				items: {
+					type: "array",
+					min: 1,
+					max: 100,
+					items: {
+						type: "object",
+						strict: true,
+						props: {
+							productId: { type: "number", integer: true, positive: true, max: MAX_INT },
+							quantity: { type: "number", integer: true, min: 1, max: 10_000 },
+						},
+					},
+				},
+			},
+			async handler(this: ProductsThis, ctx: Context<{ orderId: string; items: RequestedLine[] }>): Promise<Reservation> {
+				const { reservation, taken } = await this.reservations.reserve(ctx.params.orderId, ctx.params.items, this.settings.reservationTtlMs);
+				if (taken) await this.invalidateEntities(reservation.lines.map(l => l.productId));
+				return reservation;
+			},
+		},
+
+		/** The order was committed: its stock stays held until the order is cancelled. */
+		confirm: {
+			visibility: "public",
+			params: { orderId: orderIdParam },
+			async handler(this: ProductsThis, ctx: Context<{ orderId: string }>) {
+				return { status: await this.confirmReservation(ctx.params.orderId) };
+			},
+		},
+
+		/** Gives an order's stock back, exactly once however often it is called. */
+		release: {
+			visibility: "public",
+			params: { orderId: orderIdParam },
+			async handler(this: ProductsThis, ctx: Context<{ orderId: string }>) {
+				return { released: await this.releaseReservation(ctx.params.orderId) };
+			},
+		},
+
 		remove: {
 			params: { id: idParam, $$strict: true },
 			async handler(this: ProductsThis, ctx: Context<{ id: number }>) {
@@ -173,6 +242,39 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 	},
 
 	methods: {
+		async releaseReservation(this: ProductsThis, orderId: string): Promise<boolean> {
+			const changed = await this.reservations.release(orderId);
+			if (changed.length > 0) await this.invalidateEntities(changed);
+			return changed.length > 0;
+		},
+
+		confirmReservation(this: ProductsThis, orderId: string): Promise<string | null> {
+			return this.reservations.confirm(orderId);
+		},
+
+		/**
+		 * Reservations held past their time: the orders service may have died between reserve and
+		 * commit. Its own database says whether the order exists: placed → confirm, cancelled or
+		 * absent → release. When orders cannot answer, nothing is decided.
+		 */
+		async sweepReservations(this: ProductsThis): Promise<number> {
+			const due = await this.reservations.expired(new Date(Date.now() - this.settings.reservationGraceMs), 100);
+			let released = 0;
+			for (const orderId of due) {
+				let state: string;
+				try {
+					({ state } = await this.broker.call<{ state: string }, { id: string }>("orders.placement", { id: orderId }));
+				} catch (err) {
+					this.logger.debug(`Reservation ${orderId} kept: orders cannot say (${(err as Error).message})`);
+					continue;
+				}
+				if (state === "placed") await this.confirmReservation(orderId);
+				else if (await this.releaseReservation(orderId)) released++;
+			}
+			if (released > 0) this.logger.info(`Released ${released} reservation(s) no order confirmed`);
+			return released;
+		},
+
 		toProduct(row: Model | ProductRow): Product {
 			const r = ("get" in row && typeof row.get === "function" ? row.get({ plain: true }) : row) as ProductRow;
 			return {
@@ -234,6 +336,27 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 			};
 		},
 	},
+
+	started: lifecycle<ProductsThis>(function () {
+		this.reservations = new Reservations(this.sequelize, this.model, fn => this.transaction(fn));
+		if (this.settings.reservationSweepMs > 0) {
+			this.sweepTimer = setInterval(() => {
+				// One sweep at a time per node; a slow one is not stacked on.
+				this.sweeping ??= this.sweepReservations()
+					.catch(err => {
+						this.logger.warn(`Reservation sweep failed: ${(err as Error).message}`);
+						return 0;
+					})
+					.finally(() => (this.sweeping = undefined));
+			}, this.settings.reservationSweepMs);
+			this.sweepTimer.unref();
+		}
+	}),
+
+	stopped: lifecycle<ProductsThis>(async function () {
+		if (this.sweepTimer) clearInterval(this.sweepTimer);
+		await this.sweeping;
+	}),
 };
 
 export default ProductsService;

@@ -10,11 +10,12 @@ import { lifecycle } from "../../lib/service";
 import { EmailTakenError, UnauthorizedError, NotFoundError } from "../../lib/errors";
 import { envelope, type PublicUser, type UserRegistered } from "../../lib/events";
 import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
+import { OutboxMixin, type OutboxMethods, type OutboxSettings } from "../../mixins/outbox.mixin";
 import { UserModel, type UserRow } from "./model";
 import { migrations } from "./migrations";
 import { hashPassword, verifyPassword, DUMMY_HASH } from "./password";
 
-export interface UsersSettings extends DbSettings {
+export interface UsersSettings extends DbSettings, OutboxSettings {
 	jwtSecret: string;
 	jwtExpiresIn: string;
 	admin: { email: string; password?: string };
@@ -34,7 +35,7 @@ interface UsersMethods {
 	findByEmail(email: string): Promise<UserRow | null>;
 	seedAdmin(): Promise<void>;
 }
-type UsersThis = Service<UsersSettings> & DbMethods & UsersMethods;
+type UsersThis = Service<UsersSettings> & DbMethods & OutboxMethods & UsersMethods;
 
 const config = getConfig();
 
@@ -45,13 +46,15 @@ const credentials = {
 
 const UsersService: ServiceSchema<UsersSettings> = {
 	name: "users",
-	mixins: [DbMixin({ model: UserModel, migrations })],
+	mixins: [DbMixin({ model: UserModel, migrations }), OutboxMixin],
 
 	settings: {
 		databaseUrl: config.databaseUrls.users,
 		jwtSecret: config.jwt.secret,
 		jwtExpiresIn: config.jwt.expiresIn,
 		admin: { email: config.admin.email, password: config.admin.password },
+		outboxPollMs: config.outboxPollMs,
+		outboxBatch: 100,
 	},
 
 	actions: {
@@ -63,17 +66,22 @@ const UsersService: ServiceSchema<UsersSettings> = {
 			},
 			async handler(this: UsersThis, ctx: Context<{ email: string; password: string; name: string }>) {
 				const { email, password, name } = ctx.params;
-				let row: UserRow;
+				const passwordHash = await hashPassword(password);
+				let user: PublicUser;
 				try {
-					const created = await this.model.create({ email, name, role: "customer", passwordHash: await hashPassword(password) });
-					row = created.get({ plain: true }) as UserRow;
+					// The account and its user.registered event commit together (transactional outbox).
+					user = await this.transaction(async t => {
+						const created = await this.model.create({ email, name, role: "customer", passwordHash }, { transaction: t });
+						const registered = this.toPublic(created.get({ plain: true }) as UserRow);
+						const event: UserRegistered = { ...envelope(), user: registered };
+						await this.addToOutbox(t, "user.registered", event, ctx.requestID ?? undefined);
+						return registered;
+					});
 				} catch (err) {
 					if (err instanceof UniqueConstraintError) throw new EmailTakenError();
 					throw err;
 				}
-				const user = this.toPublic(row);
-				const event: UserRegistered = { ...envelope(), user };
-				await this.broker.emit("user.registered", event);
+				this.kickRelay();
 				return { user, token: this.issueToken(user) };
 			},
 		},

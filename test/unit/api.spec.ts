@@ -15,8 +15,8 @@ let adminToken: string;
 beforeAll(async () => {
 	tmp = tempDir();
 	broker = createNode({
-		services: ["api", "users", "products"],
-		databaseUrls: sqliteUrls(tmp.dir, ["users", "products"]),
+		services: ["api", "users", "products", "orders"],
+		databaseUrls: sqliteUrls(tmp.dir, ["users", "products", "orders"]),
 		settings: {
 			users: { admin: ADMIN },
 			api: { loginRateLimit: { windowMs: 60_000, perIp: 1000, perEmail: 3 } },
@@ -48,9 +48,11 @@ describe("operations", () => {
 		expect(ready.body.checks).toEqual({
 			"database:users": "up",
 			"database:products": "up",
+			"database:orders": "up",
 			cacher: "up",
 			"service:users": "up",
 			"service:products": "up",
+			"service:orders": "up",
 		});
 	});
 

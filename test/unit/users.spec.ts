@@ -10,12 +10,10 @@ const SECRET = process.env.JWT_SECRET!;
 const ADMIN = { email: "root@test.local", password: "root-password-1" };
 let broker: ServiceBroker;
 let tmp: ReturnType<typeof tempDir>;
-const events: unknown[] = [];
 
 beforeAll(async () => {
 	tmp = tempDir();
 	broker = createNode({ services: ["users"], databaseUrls: sqliteUrls(tmp.dir, ["users"]), settings: { users: { admin: ADMIN, jwtSecret: SECRET } } });
-	broker.createService({ name: "listener", events: { "user.registered": (ctx: { params: unknown }) => void events.push(ctx.params) } });
 	await broker.start();
 });
 
@@ -34,10 +32,24 @@ it("stores a scrypt hash, never the password", async () => {
 	expect((rows as Array<{ password_hash: string }>)[0].password_hash).toMatch(/^scrypt\$16384\$8\$1\$/);
 });
 
-it("emits user.registered with an eventId, occurredAt and the public user", async () => {
+it("writes user.registered to its outbox in the registration's transaction", async () => {
 	const { user } = await register("event@example.com");
-	await new Promise(r => setTimeout(r, 20));
-	expect(events).toContainEqual({ eventId: expect.stringMatching(/^[0-9a-f-]{36}$/), occurredAt: expect.any(String), user });
+	const db = createSequelize(sqliteUrls(tmp.dir, ["users"]).users);
+	const [rows] = await db.query("SELECT event_id, event, payload FROM outbox WHERE event = 'user.registered'");
+	await db.close();
+	const payloads = (rows as Array<{ event_id: string; payload: string }>).map(r => ({ id: r.event_id, ...JSON.parse(r.payload) }));
+	expect(payloads).toContainEqual({ id: expect.stringMatching(/^[0-9a-f-]{36}$/), eventId: expect.any(String), occurredAt: expect.any(String), user });
+	const mine = payloads.find(p => p.user.id === user.id)!;
+	expect(mine.id).toBe(mine.eventId);
+});
+
+it("writes no outbox row for a refused registration", async () => {
+	await register("once@example.com");
+	await expect(register("once@example.com")).rejects.toMatchObject({ type: "EMAIL_TAKEN" });
+	const db = createSequelize(sqliteUrls(tmp.dir, ["users"]).users);
+	const [rows] = await db.query("SELECT payload FROM outbox");
+	await db.close();
+	expect((rows as Array<{ payload: string }>).filter(r => JSON.parse(r.payload).user.email === "once@example.com")).toHaveLength(1);
 });
 
 it("seeds the admin once, with the admin role", async () => {

@@ -1,5 +1,6 @@
 import type { Migration } from "../../../mixins/db.mixin";
 import { createProducts } from "./0001-create-products";
+import { createReservations } from "./0002-create-reservations";
 
 /** In order; a migration, once released, is never edited: add the next one. */
-export const migrations: Migration[] = [createProducts];
+export const migrations: Migration[] = [createProducts, createReservations];

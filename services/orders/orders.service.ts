@@ -1,0 +1,295 @@
+/**
+ * orders: owns orders and their outbox. Places an order by reserving stock in products (by order
+ * id, so no retry ever reserves twice), then writing the order and its order.created event in one
+ * transaction. Never takes a price from the client; never shows one customer another's order.
+ */
+import { randomUUID } from "node:crypto";
+import type { Context, Service, ServiceSchema } from "moleculer";
+import { Op, UniqueConstraintError, type Transaction } from "sequelize";
+import { getConfig } from "../../lib/config";
+import { NotFoundError, ServiceUnavailableError, UnauthorizedError } from "../../lib/errors";
+import { envelope, type Order } from "../../lib/events";
+import { faultPoint } from "../../lib/faults";
+import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
+import { OutboxMixin, type OutboxMethods, type OutboxSettings } from "../../mixins/outbox.mixin";
+import {
+	canCancel,
+	checkIdempotencyKey,
+	IdempotencyKeyReusedError,
+	normalizeItems,
+	orderIdFor,
+	OrderNotCancellableError,
+	priceOrder,
+	requestHash,
+	type PricedLine,
+	type RequestedItem,
+} from "./domain";
+import { migrations } from "./migrations";
+import { OrderModel, type OrderRow } from "./model";
+
+export type OrdersSettings = DbSettings & OutboxSettings;
+
+interface AuthUser {
+	id: number;
+	role: "customer" | "admin";
+}
+interface OrdersMeta {
+	user?: AuthUser | null;
+	idempotencyKey?: string;
+	requestID?: string;
+	$statusCode?: number;
+}
+interface Reservation {
+	orderId: string;
+	lines: PricedLine[];
+	expiresAt: string;
+}
+
+interface OrdersMethods {
+	toOrder(row: OrderRow): Order;
+	findOrder(id: string): Promise<Order | null>;
+	findVisible(ctx: Context<unknown, OrdersMeta>, id: string): Promise<Order>;
+	findByKey(userId: number, key: string): Promise<OrderRow | null>;
+	replay(ctx: Context<unknown, OrdersMeta>, row: OrderRow, hash: string): Order;
+	release(ctx: Context, orderId: string): Promise<void>;
+}
+type OrdersThis = Service<OrdersSettings> & DbMethods & OutboxMethods & OrdersMethods;
+
+const config = getConfig();
+const MAX_INT = 2_147_483_647;
+const pageParams = {
+	page: { type: "number", integer: true, positive: true, max: 100_000, convert: true, default: 1 },
+	pageSize: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
+} as const;
+
+function requireUser(ctx: Context<unknown, OrdersMeta>): AuthUser {
+	const user = ctx.meta.user;
+	if (!user) throw new UnauthorizedError();
+	return user;
+}
+
+const OrdersService: ServiceSchema<OrdersSettings> = {
+	name: "orders",
+	mixins: [DbMixin({ model: OrderModel, migrations }), OutboxMixin],
+
+	settings: {
+		databaseUrl: config.databaseUrls.orders,
+		outboxPollMs: config.outboxPollMs,
+		outboxBatch: 100,
+	},
+
+	actions: {
+		create: {
+			params: {
+				items: {
+					type: "array",
+					min: 1,
+					max: 100,
+					items: {
+						type: "object",
+						strict: true,
+						props: {
+							productId: { type: "number", integer: true, positive: true, max: MAX_INT },
+							quantity: { type: "number", integer: true, min: 1, max: 10_000 },
+						},
+					},
+				},
+				$$strict: true,
+			},
+			async handler(this: OrdersThis, ctx: Context<{ items: RequestedItem[] }, OrdersMeta>): Promise<Order> {
+				const user = requireUser(ctx);
+				const key = checkIdempotencyKey(ctx.meta.idempotencyKey);
+				const items = normalizeItems(ctx.params.items);
+				const hash = requestHash(items);
+
+				if (key) {
+					const existing = await this.findByKey(user.id, key);
+					if (existing) return this.replay(ctx, existing, hash);
+				}
+
+				const orderId = key ? orderIdFor(user.id, key) : randomUUID();
+				// Idempotent by order id in products: a retry, a timeout or a second request with the
+				// same key reaches the same reservation and takes no more stock.
+				const reservation = await ctx.call<Reservation, unknown>("products.reserve", { orderId, items });
+				faultPoint("orders.after-reserve");
+				let priced: ReturnType<typeof priceOrder>;
+				try {
+					if (Date.parse(reservation.expiresAt) <= Date.now())
+						// Too late: the sweeper may already give this stock back. Do not commit on it.
+						throw new ServiceUnavailableError("The stock reservation expired, try again");
+					priced = priceOrder(reservation.lines);
+				} catch (err) {
+					await this.release(ctx, orderId);
+					throw err;
+				}
+				const { items: lines, totalCents, currency } = priced;
+
+				// One instant for both stamps: Sequelize would stamp updatedAt itself, a millisecond on.
+				const now = new Date();
+				const order: Order = {
+					id: orderId,
+					userId: user.id,
+					status: "placed",
+					items: lines,
+					totalCents,
+					currency,
+					createdAt: now.toISOString(),
+					updatedAt: now.toISOString(),
+				};
+				try {
+					await this.transaction(async (t: Transaction) => {
+						await this.model.create(
+							{
+								id: orderId,
+								userId: user.id,
+								status: "placed",
+								items: JSON.stringify(lines),
+								totalCents,
+								currency,
+								idempotencyKey: key ?? null,
+								requestHash: key ? hash : null,
+								createdAt: now,
+								updatedAt: now,
+							},
+							{ transaction: t, silent: true },
+						);
+						await this.addToOutbox(t, "order.created", { ...envelope(), order }, ctx.requestID ?? undefined);
+					});
+				} catch (err) {
+					if (err instanceof UniqueConstraintError && key) {
+						// A concurrent request with the same key committed first; it holds the same
+						// reservation (same order id), so there is nothing to give back.
+						const winner = await this.findByKey(user.id, key);
+						if (winner) return this.replay(ctx, winner, hash);
+					}
+					await this.release(ctx, orderId);
+					throw err;
+				}
+				faultPoint("orders.after-commit");
+				this.kickRelay();
+				// The reservation is now the order's. If this call is lost, the sweeper in products asks
+				// orders.placement and confirms it, and the order.created event confirms it too.
+				await ctx.call("products.confirm", { orderId }).catch((err: Error) => {
+					this.logger.warn(`Reservation ${orderId} not confirmed yet: ${err.message}`);
+				});
+				return order;
+			},
+		},
+
+		list: {
+			params: { ...pageParams, $$strict: true },
+			async handler(this: OrdersThis, ctx: Context<{ page: number; pageSize: number }, OrdersMeta>) {
+				const user = requireUser(ctx);
+				const { page, pageSize } = ctx.params;
+				const where = user.role === "admin" ? {} : { userId: user.id };
+				const { rows, count } = await this.model.findAndCountAll({
+					where,
+					order: [
+						["createdAt", "DESC"],
+						["id", "DESC"],
+					],
+					limit: pageSize,
+					offset: (page - 1) * pageSize,
+					raw: true,
+				});
+				return {
+					rows: (rows as unknown as OrderRow[]).map(r => this.toOrder(r)),
+					total: count,
+					page,
+					pageSize,
+					totalPages: Math.ceil(count / pageSize),
+				};
+			},
+		},
+
+		get: {
+			params: { id: { type: "uuid" }, $$strict: true },
+			handler(this: OrdersThis, ctx: Context<{ id: string }, OrdersMeta>) {
+				return this.findVisible(ctx, ctx.params.id);
+			},
+		},
+
+		cancel: {
+			params: { id: { type: "uuid" }, $$strict: true },
+			async handler(this: OrdersThis, ctx: Context<{ id: string }, OrdersMeta>): Promise<Order> {
+				const current = await this.findVisible(ctx, ctx.params.id);
+				if (!canCancel(current.status)) throw new OrderNotCancellableError(current);
+				const cancelled = await this.transaction(async (t: Transaction) => {
+					// Guarded by the status it had: of two concurrent cancels, one changes the row.
+					const [affected] = await this.model.update(
+						{ status: "cancelled" },
+						{ where: { id: current.id, status: "placed" }, transaction: t },
+					);
+					if (affected === 0) return null;
+					const row = (await this.model.findByPk(current.id, { raw: true, transaction: t })) as unknown as OrderRow;
+					const order = this.toOrder(row);
+					await this.addToOutbox(t, "order.cancelled", { ...envelope(), order }, ctx.requestID ?? undefined);
+					return order;
+				});
+				if (!cancelled) throw new OrderNotCancellableError({ id: current.id, status: "cancelled" });
+				this.kickRelay();
+				// Exactly once, whichever arrives first: this call or products' order.cancelled consumer.
+				await this.release(ctx, cancelled.id);
+				return cancelled;
+			},
+		},
+
+		/** For the reservation sweeper in products: does this order exist, and in what state. */
+		placement: {
+			visibility: "public",
+			params: { id: { type: "uuid" } },
+			async handler(this: OrdersThis, ctx: Context<{ id: string }>) {
+				const order = await this.findOrder(ctx.params.id);
+				return { state: order ? order.status : "absent" };
+			},
+		},
+	},
+
+	methods: {
+		toOrder(row: OrderRow): Order {
+			return {
+				id: row.id,
+				userId: row.userId,
+				status: row.status,
+				items: typeof row.items === "string" ? JSON.parse(row.items) : row.items,
+				totalCents: Number(row.totalCents),
+				currency: row.currency,
+				createdAt: new Date(row.createdAt).toISOString(),
+				updatedAt: new Date(row.updatedAt).toISOString(),
+			};
+		},
+
+		async findOrder(this: OrdersThis, id: string): Promise<Order | null> {
+			const row = (await this.model.findByPk(id, { raw: true })) as unknown as OrderRow | null;
+			return row ? this.toOrder(row) : null;
+		},
+
+		/** The order if the caller may see it; another customer's order is "not found" (API.md). */
+		async findVisible(this: OrdersThis, ctx: Context<unknown, OrdersMeta>, id: string): Promise<Order> {
+			const user = requireUser(ctx);
+			const order = await this.findOrder(id);
+			if (!order || (user.role !== "admin" && order.userId !== user.id)) throw new NotFoundError("Order", id);
+			return order;
+		},
+
+		findByKey(this: OrdersThis, userId: number, key: string): Promise<OrderRow | null> {
+			return this.model.findOne({ where: { userId, idempotencyKey: { [Op.eq]: key } }, raw: true }) as unknown as Promise<OrderRow | null>;
+		},
+
+		/** The same key and body: the first order, with 200. Another body: 409. */
+		replay(this: OrdersThis, ctx: Context<unknown, OrdersMeta>, row: OrderRow, hash: string): Order {
+			if (row.requestHash !== hash) throw new IdempotencyKeyReusedError();
+			ctx.meta.$statusCode = 200;
+			return this.toOrder(row);
+		},
+
+		async release(this: OrdersThis, ctx: Context, orderId: string): Promise<void> {
+			await ctx.call("products.release", { orderId }).catch((err: Error) => {
+				// The sweeper (for an order never written) or the order.cancelled consumer gives it back.
+				this.logger.warn(`Reservation ${orderId} not released yet: ${err.message}`);
+			});
+		},
+	},
+};
+
+export default OrdersService;
