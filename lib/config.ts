@@ -43,6 +43,12 @@ export interface Config {
 	outboxPollMs: number;
 	/** Test-only: the name of a point where this process kills itself (lib/faults.ts). */
 	faultPoint?: string;
+	/**
+	 * Where notifications go out: with `url` (SMTP_URL, `smtp://` or `smtps://`, credentials in the
+	 * URL) by email through nodemailer, sent from `from` (SMTP_FROM, default
+	 * "Çarşı <no-reply@carsi.local>"); without it, to the log only.
+	 */
+	smtp: { url?: string; from: string };
 }
 
 export class ConfigError extends Error {
@@ -140,6 +146,7 @@ export function loadConfig(env: Env = process.env): Config {
 		reservationSweepMs: int(env, "RESERVATION_SWEEP_MS", 5_000, 50),
 		outboxPollMs: int(env, "OUTBOX_POLL_MS", 1_000, 10),
 		faultPoint: env.CARSI_FAULT || undefined,
+		smtp: { url: smtpUrl, from: env.SMTP_FROM || "Çarşı <no-reply@carsi.local>" },
 	};
 }
 

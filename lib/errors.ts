@@ -5,7 +5,7 @@
  */
 import { Errors } from "moleculer";
 
-const { MoleculerClientError, MoleculerError } = Errors;
+const { MoleculerClientError, MoleculerError, MoleculerRetryableError } = Errors;
 
 export interface FieldError {
 	field: string;
@@ -81,5 +81,29 @@ export class ServiceUnavailableError extends MoleculerError {
 	constructor(message = "A dependency is unavailable, try again shortly") {
 		super(message, 503, "SERVICE_UNAVAILABLE");
 		this.name = "ServiceUnavailableError";
+	}
+}
+
+/**
+ * A business event whose payload does not have the shape lib/events.ts gives it. Not retryable:
+ * the same message fails the same way, so its consumer lets it go to the dead-letter queue, where
+ * an operator can read it.
+ */
+export class InvalidEventError extends MoleculerError {
+	constructor(event: string, errors: FieldError[]) {
+		super(`The ${event} event is malformed`, 422, "INVALID_EVENT", errors);
+		this.name = "InvalidEventError";
+	}
+}
+
+/**
+ * A consumer could not finish with an event yet (a channel or a service it needs is down, or
+ * another delivery of the same event is still in flight): the message is to be delivered again
+ * later, and its handler is idempotent.
+ */
+export class EventDeferredError extends MoleculerRetryableError {
+	constructor(message: string, data?: unknown) {
+		super(message, 503, "EVENT_DEFERRED", data);
+		this.name = "EventDeferredError";
 	}
 }

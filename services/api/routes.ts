@@ -37,6 +37,8 @@ export const ROUTES: RouteSpec[] = [
 	{ method: "GET", path: "/orders", action: "orders.list", access: "user", summary: "The caller's orders, newest first (an admin sees all)", tag: "orders", response: "OrderList", paramsIn: "query", errors: [401] },
 	{ method: "GET", path: "/orders/:id", action: "orders.get", access: "user", summary: "One order (owner or admin)", tag: "orders", response: "Order", errors: [401, 404] },
 	{ method: "POST", path: "/orders/:id/cancel", action: "orders.cancel", access: "user", summary: "Cancel a placed order; its stock is released exactly once", tag: "orders", response: "Order", errors: [401, 404, 409] },
+
+	{ method: "GET", path: "/notifications", action: "notifications.list", access: "user", summary: "The caller's notifications, newest first", tag: "notifications", response: "NotificationList", paramsIn: "query", errors: [401] },
 ];
 
 export const ROUTE_BY_ACTION = new Map(ROUTES.map(r => [r.action, r]));

@@ -133,6 +133,17 @@ const UsersService: ServiceSchema<UsersSettings> = {
 				return { id: row.id, role: row.role };
 			},
 		},
+
+		/** Where to reach a user (the notifications service's email channel): internal, never routed. */
+		contact: {
+			visibility: "public",
+			params: { id: { type: "number", integer: true, positive: true, convert: true }, $$strict: true },
+			async handler(this: UsersThis, ctx: Context<{ id: number }>): Promise<Pick<PublicUser, "id" | "email" | "name">> {
+				const row = (await this.model.findByPk(ctx.params.id, { raw: true, attributes: ["id", "email", "name"] })) as Pick<UserRow, "id" | "email" | "name"> | null;
+				if (!row) throw new NotFoundError("User", ctx.params.id);
+				return { id: row.id, email: row.email, name: row.name };
+			},
+		},
 	},
 
 	methods: {

@@ -62,7 +62,7 @@ it("answers 503 while the products database is cut, and 200 again once it is bac
 	expect(ready.body.checks["database:products"]).toBe("down");
 
 	proxy.restore();
-	await waitFor("the products database", async () => (await http(base, "GET", "/ready")).status === 200);
+	await waitFor("the products database", async () => (await http(base, "GET", "/ready")).body.checks["database:products"] === "up");
 	expect((await http(base, "GET", `/api/products/${created.body.id}`)).body.priceCents).toBe(100);
 	// Nothing refused during the cut was written.
 	expect(await pgQuery(db.products, "SELECT sku, price_cents FROM products ORDER BY id")).toEqual([{ sku: "O-1", price_cents: 100 }]);

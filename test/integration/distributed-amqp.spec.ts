@@ -17,13 +17,14 @@ import { waitFor } from "../support/wait";
 const ADMIN = { email: "admin@amqp.local", password: "admin-password-1" };
 const namespace = uniqueId("amqp");
 const prefix = cachePrefix(namespace);
-const dbs = new TestDatabases(["users", "products"] as const);
+const dbs = new TestDatabases(["users", "products", "orders", "notifications"] as const);
 const amqpResources: AmqpResources = { queues: new Set(), exchanges: new Set() };
-const brokers: Record<"api" | "users" | "products", ServiceBroker | undefined> = { api: undefined, users: undefined, products: undefined };
+type NodeName = "api" | "users" | "products" | "orders" | "notifications";
+const brokers: Record<NodeName, ServiceBroker | undefined> = { api: undefined, users: undefined, products: undefined, orders: undefined, notifications: undefined };
 let redis: Redis | undefined;
 let base: string;
 
-function node(service: "api" | "users" | "products"): ServiceBroker {
+function node(service: NodeName): ServiceBroker {
 	const broker = createNode({
 		services: [service],
 		namespace,
@@ -45,9 +46,11 @@ beforeAll(async () => {
 	await dbs.create();
 	brokers.users = node("users");
 	brokers.products = node("products");
+	brokers.orders = node("orders");
+	brokers.notifications = node("notifications");
 	brokers.api = node("api");
 	await Promise.all(Object.values(brokers).map(b => b!.start()));
-	await brokers.api.waitForServices(["users", "products"], 30_000);
+	await brokers.api.waitForServices(["users", "products", "orders", "notifications"], 30_000);
 	base = gatewayUrl(brokers.api);
 	await waitFor("/ready to answer 200", async () => (await http(base, "GET", "/ready")).status === 200);
 	redis = redisClient();
@@ -57,7 +60,7 @@ afterAll(async () => {
 	if (!serversUp) return; // nothing was created
 	// The gateway first, so that no request is in flight towards a stopping service.
 	await brokers.api?.stop();
-	await Promise.all([brokers.users?.stop(), brokers.products?.stop()]);
+	await Promise.all([brokers.users?.stop(), brokers.products?.stop(), brokers.orders?.stop(), brokers.notifications?.stop()]);
 	redis?.disconnect();
 	await deleteAmqpResources(amqpResources, namespace);
 	await deleteKeysWithPrefix(prefix);
@@ -80,7 +83,14 @@ describe("gateway, users and products as three brokers over RabbitMQ", () => {
 
 		const ready = await http(base, "GET", "/ready");
 		expect(ready.status).toBe(200);
-		expect(ready.body.checks).toEqual({ cacher: "up", transporter: "up", "service:users": "up", "service:products": "up" });
+		expect(ready.body.checks).toEqual({
+			cacher: "up",
+			transporter: "up",
+			"service:users": "up",
+			"service:products": "up",
+			"service:orders": "up",
+			"service:notifications": "up",
+		});
 	});
 
 	it("registers, logs in and answers /me through the gateway across nodes", async () => {

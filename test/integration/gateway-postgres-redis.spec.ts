@@ -15,7 +15,7 @@ import { waitFor } from "../support/wait";
 const ADMIN = { email: "admin@it.local", password: "admin-password-1" };
 const namespace = uniqueId("gw");
 const prefix = cachePrefix(namespace);
-const dbs = new TestDatabases(["users", "products"] as const);
+const dbs = new TestDatabases(["users", "products", "orders", "notifications"] as const);
 let broker: ServiceBroker | undefined;
 let redis: Redis | undefined;
 let base: string;
@@ -28,7 +28,7 @@ beforeAll(async () => {
 	serversUp = true;
 	await dbs.create();
 	broker = createNode({
-		services: ["api", "users", "products"],
+		services: ["api", "users", "products", "orders", "notifications"],
 		namespace,
 		databaseUrls: dbs.urls,
 		cacher: buildCacher({ cacher: SERVERS.redis, cacheTtlSeconds: 300, namespace }),
@@ -67,9 +67,13 @@ describe("gateway on PostgreSQL and Redis", () => {
 		expect(ready.body.checks).toEqual({
 			"database:users": "up",
 			"database:products": "up",
+			"database:orders": "up",
+			"database:notifications": "up",
 			cacher: "up",
 			"service:users": "up",
 			"service:products": "up",
+			"service:orders": "up",
+			"service:notifications": "up",
 		});
 	});
 

@@ -13,7 +13,12 @@ import { deleteAmqpResources, moleculerAmqpResources } from "../support/amqp";
 import { waitFor } from "../support/wait";
 
 const namespace = `carsi-test-p${randomBytes(4).toString("hex")}`;
-const databases = { users: uniqueDbName("users"), products: uniqueDbName("products") };
+const databases = {
+	users: uniqueDbName("users"),
+	products: uniqueDbName("products"),
+	orders: uniqueDbName("orders"),
+	notifications: uniqueDbName("notifications"),
+};
 const dbUrl = (name: string) => pgUrl(name);
 const ADMIN = { email: "admin@processes.test", password: "admin-password-1" };
 const PORT = 20000 + Math.floor(Math.random() * 20000);
@@ -43,6 +48,8 @@ beforeAll(async () => {
 	nodes.push(
 		start("users", { ...common, SERVICES: "users", USERS_DATABASE_URL: dbUrl(databases.users), ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password }),
 		start("products", { ...common, SERVICES: "products", PRODUCTS_DATABASE_URL: dbUrl(databases.products) }),
+		start("orders", { ...common, SERVICES: "orders", ORDERS_DATABASE_URL: dbUrl(databases.orders) }),
+		start("notifications", { ...common, SERVICES: "notifications", NOTIFICATIONS_DATABASE_URL: dbUrl(databases.notifications) }),
 		start("api", { ...common, SERVICES: "api", PORT: String(PORT) }),
 	);
 	await Promise.all(nodes.map(n => waitStarted(n)));
@@ -58,7 +65,7 @@ afterAll(async () => {
 	redis.disconnect();
 	for (const db of Object.values(databases)) await dropDatabase(db);
 	// Last, so that a failed stop still cleans up: every node stopped gracefully on SIGTERM.
-	expect(codes).toEqual([0, 0, 0]);
+	expect(codes).toEqual([0, 0, 0, 0, 0]);
 });
 
 it("runs each service as its own node with the design's transporter and cacher", () => {
@@ -66,12 +73,19 @@ it("runs each service as its own node with the design's transporter and cacher",
 		expect(node.output()).toContain("Transporter: AmqpTransporter");
 		expect(node.output()).toContain("Cacher: SafeRedisCacher");
 	}
-	expect(new Set(nodes.map(n => /Node ID: (\S+)/.exec(n.output())?.[1])).size).toBe(3);
+	expect(new Set(nodes.map(n => /Node ID: (\S+)/.exec(n.output())?.[1])).size).toBe(5);
 });
 
 it("reports every dependency on /ready", async () => {
 	const ready = await http(base, "GET", "/ready");
-	expect(ready.body.checks).toEqual({ cacher: "up", transporter: "up", "service:users": "up", "service:products": "up" });
+	expect(ready.body.checks).toEqual({
+		cacher: "up",
+		transporter: "up",
+		"service:users": "up",
+		"service:products": "up",
+		"service:orders": "up",
+		"service:notifications": "up",
+	});
 });
 
 it("registers, logs in and answers /me across nodes", async () => {

@@ -18,7 +18,7 @@ import { waitFor } from "../support/wait";
 const ADMIN = { email: "admin@outage.local", password: "admin-password-1" };
 const namespace = uniqueId("out");
 const prefix = cachePrefix(namespace);
-const dbs = new TestDatabases(["users", "products"] as const);
+const dbs = new TestDatabases(["users", "products", "orders", "notifications"] as const);
 let proxy: TcpProxy | undefined;
 let cacher: SafeRedisCacher;
 let broker: ServiceBroker | undefined;
@@ -36,7 +36,7 @@ beforeAll(async () => {
 	proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 6379) });
 	cacher = new SafeRedisCacher({ url: proxy.url("redis"), ttl: 300, prefix: `carsi-${namespace}` });
 	broker = createNode({
-		services: ["api", "users", "products"],
+		services: ["api", "users", "products", "orders", "notifications"],
 		namespace,
 		databaseUrls: dbs.urls,
 		cacher,

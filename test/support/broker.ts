@@ -12,12 +12,14 @@ import ApiService from "../../services/api/api.service";
 import UsersService from "../../services/users/users.service";
 import ProductsService from "../../services/products/products.service";
 import OrdersService from "../../services/orders/orders.service";
+import NotificationsService from "../../services/notifications/notifications.service";
 
 export const SCHEMAS: Record<string, ServiceSchema> = {
 	api: ApiService as ServiceSchema,
 	users: UsersService as ServiceSchema,
 	products: ProductsService as ServiceSchema,
 	orders: OrdersService as ServiceSchema,
+	notifications: NotificationsService as ServiceSchema,
 };
 
 export function uniqueId(prefix = "t"): string {

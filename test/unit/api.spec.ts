@@ -15,8 +15,8 @@ let adminToken: string;
 beforeAll(async () => {
 	tmp = tempDir();
 	broker = createNode({
-		services: ["api", "users", "products", "orders"],
-		databaseUrls: sqliteUrls(tmp.dir, ["users", "products", "orders"]),
+		services: ["api", "users", "products", "orders", "notifications"],
+		databaseUrls: sqliteUrls(tmp.dir, ["users", "products", "orders", "notifications"]),
 		settings: {
 			users: { admin: ADMIN },
 			api: { loginRateLimit: { windowMs: 60_000, perIp: 1000, perEmail: 3 } },
@@ -49,10 +49,12 @@ describe("operations", () => {
 			"database:users": "up",
 			"database:products": "up",
 			"database:orders": "up",
+			"database:notifications": "up",
 			cacher: "up",
 			"service:users": "up",
 			"service:products": "up",
 			"service:orders": "up",
+			"service:notifications": "up",
 		});
 	});
 

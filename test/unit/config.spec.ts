@@ -56,3 +56,12 @@ it("masks the password of a database URL", () => {
 	expect(maskUrl("postgres://postgres@127.0.0.1/x")).toBe("postgres://postgres@127.0.0.1/x");
 	expect(maskUrl("sqlite:/data/users.sqlite")).toBe("sqlite:/data/users.sqlite");
 });
+
+it("sends notifications to the log unless SMTP_URL names an SMTP server", () => {
+	expect(loadConfig({}).smtp).toEqual({ url: undefined, from: "Çarşı <no-reply@carsi.local>" });
+	expect(loadConfig({ SMTP_URL: "smtps://u:p@mail.example:465", SMTP_FROM: "Shop <shop@example.com>" }).smtp).toEqual({
+		url: "smtps://u:p@mail.example:465",
+		from: "Shop <shop@example.com>",
+	});
+	expect(() => loadConfig({ SMTP_URL: "http://u:secret@mail.example" })).toThrow(/SMTP_URL must be an smtp:\/\/ or smtps:\/\/ URL, got "http:\/\/u:\*\*\*\*@mail.example"/);
+});

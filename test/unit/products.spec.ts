@@ -74,5 +74,15 @@ it("refuses negative stock in the database too, not only in validation", async (
 
 it("exposes none of moleculer-db's generic actions", () => {
 	const names = broker.registry.getActionList({}).map((a: { name: string }) => a.name).filter((n: string) => n.startsWith("products."));
-	expect(names.sort()).toEqual(["products.cacheInvalidate", "products.create", "products.get", "products.list", "products.remove", "products.update"]);
+	expect(names.sort()).toEqual([
+		"products.cacheInvalidate",
+		"products.confirm",
+		"products.create",
+		"products.get",
+		"products.list",
+		"products.release",
+		"products.remove",
+		"products.reserve",
+		"products.update",
+	]);
 });

@@ -112,3 +112,11 @@ it("is not reachable through the gateway: resolveToken is public, not published"
 	const action = broker.registry.getActionList({}).find((a: any) => a.name === "users.resolveToken") as any;
 	expect(action.action.visibility).toBe("public");
 });
+
+it("gives internal callers a user's id, email and name (users.contact), 404 for an unknown id", async () => {
+	const { user } = await register("contact@example.com");
+	await expect(broker.call("users.contact", { id: user.id })).resolves.toEqual({ id: user.id, email: "contact@example.com", name: "N" });
+	await expect(broker.call("users.contact", { id: 999_999 })).rejects.toMatchObject({ code: 404, type: "NOT_FOUND" });
+	const action = broker.registry.getActionList({}).find((a: any) => a.name === "users.contact") as any;
+	expect(action.action.visibility).toBe("public");
+});
