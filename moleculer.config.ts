@@ -8,6 +8,7 @@ import type { BrokerOptions, Errors } from "moleculer";
 import { getConfig } from "./lib/config";
 import { buildCacher } from "./lib/cacher";
 import { PrometheusReporter } from "./lib/prometheus";
+import { buildChannelsMiddleware } from "./lib/channels";
 
 const config = getConfig();
 
@@ -70,6 +71,18 @@ const brokerConfig: BrokerOptions = {
 	circuitBreaker: { enabled: false },
 	bulkhead: { enabled: false },
 	validator: true,
+
+	// Business events (order.*, user.registered) through @moleculer/channels: durable queues on the
+	// same RabbitMQ, or the in-process adapter on the embedded default. See lib/channels.
+	middlewares: [
+		buildChannelsMiddleware({
+			amqpUrl: config.channels.amqpUrl,
+			namespace: config.namespace,
+			maxRetries: config.channels.maxRetries,
+			retryDelayMs: config.channels.retryDelayMs,
+			dataDir: config.dataDir,
+		}),
+	],
 
 	metrics: {
 		enabled: true,

@@ -49,6 +49,8 @@ export interface Config {
 	 * "Çarşı <no-reply@carsi.local>"); without it, to the log only.
 	 */
 	smtp: { url?: string; from: string };
+	/** Durable business events (lib/channels): on the transporter's RabbitMQ, or in process. */
+	channels: { amqpUrl?: string; maxRetries: number; retryDelayMs: number };
 }
 
 export class ConfigError extends Error {
@@ -147,6 +149,12 @@ export function loadConfig(env: Env = process.env): Config {
 		outboxPollMs: int(env, "OUTBOX_POLL_MS", 1_000, 10),
 		faultPoint: env.CARSI_FAULT || undefined,
 		smtp: { url: smtpUrl, from: env.SMTP_FROM || "Çarşı <no-reply@carsi.local>" },
+		channels: {
+			// The same RabbitMQ as the transporter (API.md "Events"); in process without one.
+			amqpUrl: transporter && /^amqps?:\/\//.test(transporter) ? transporter : undefined,
+			maxRetries: int(env, "CHANNEL_MAX_RETRIES", 5, 1),
+			retryDelayMs: int(env, "CHANNEL_RETRY_DELAY_MS", 1_000, 1),
+		},
 	};
 }
 

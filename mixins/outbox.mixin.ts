@@ -176,7 +176,8 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 
 /** Runs rounds while there is work: full batches, or a kick that came during a round. */
 async function runRelay(svc: OutboxThis): Promise<void> {
-	if (svc.outbox.running || svc.outbox.stopping) return;
+	// Moleculer runs the mixins' started hooks together: wait for the database to be connected.
+	if (svc.outbox.running || svc.outbox.stopping || !svc.sequelize) return;
 	const loop = async () => {
 		let total = 0;
 		for (;;) {

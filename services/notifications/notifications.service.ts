@@ -18,6 +18,7 @@ import { getConfig, maskUrl } from "../../lib/config";
 import { EventDeferredError, InvalidEventError, UnauthorizedError, type FieldError } from "../../lib/errors";
 import { BUSINESS_EVENTS, type BusinessEventName, type BusinessEvents } from "../../lib/events";
 import { lifecycle } from "../../lib/service";
+import { consumer } from "../../lib/channels";
 import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { EmailChannel, LogChannel, isPermanentSendError, type NotificationChannel, type Recipient } from "./channels";
 import { composeNotification, type NotificationDraft } from "./messages";
@@ -167,6 +168,16 @@ const NotificationsService: ServiceSchema<NotificationsSettings> = {
 			},
 		},
 	},
+
+	/** The durable path: one queue per event for the group `notifications`, acked after handling. */
+	channels: Object.fromEntries(
+		BUSINESS_EVENTS.map(type => [
+			type,
+			consumer("notifications", function (this: Service, ctx: Context<unknown, Record<string, unknown>>) {
+				return (this as unknown as NotificationsThis).handleEvent(type, ctx.params as BusinessEvents[typeof type], ctx);
+			}),
+		]),
+	),
 
 	methods: {
 		/**

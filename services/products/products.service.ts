@@ -10,6 +10,8 @@ import { NotFoundError, SkuTakenError, ValidationFailedError } from "../../lib/e
 import { CacheMixin, type CacheMethods, type CacheMeta, type CacheSettings } from "../../mixins/cache.mixin";
 import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { lifecycle } from "../../lib/service";
+import { consumer } from "../../lib/channels";
+import type { OrderCancelled, OrderCreated } from "../../lib/events";
 import { migrations } from "./migrations";
 import { ProductModel, type Product, type ProductRow } from "./model";
 import { Reservations, type Reservation, type RequestedLine } from "./reservations";
@@ -239,6 +241,20 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 				return null;
 			},
 		},
+	},
+
+	/**
+	 * The durable path behind the orders service's synchronous calls: a placed order confirms its
+	 * reservation, a cancelled one releases it. Both are idempotent by order id, so a redelivery or
+	 * a race with the call changes nothing twice.
+	 */
+	channels: {
+		"order.created": consumer("products", async function (this: Service, ctx: Context<unknown, Record<string, unknown>>) {
+			await (this as unknown as ProductsThis).confirmReservation((ctx.params as OrderCreated).order.id);
+		}),
+		"order.cancelled": consumer("products", async function (this: Service, ctx: Context<unknown, Record<string, unknown>>) {
+			await (this as unknown as ProductsThis).releaseReservation((ctx.params as OrderCancelled).order.id);
+		}),
 	},
 
 	methods: {

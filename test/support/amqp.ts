@@ -2,10 +2,12 @@
  * RabbitMQ resources of a test run. Moleculer's AMQP transporter declares per-node queues (which
  * expire with `autoDeleteQueues`), per-action request queues `MOL-<ns>.REQB.<action>` (which never
  * expire) and fanout exchanges (never deleted): the suite records what each broker declared and
- * deletes it with amqplib once the brokers have stopped.
+ * deletes it with amqplib once the brokers have stopped. The durable channels (lib/channels) name
+ * theirs after the namespace too (`<group>.<ns>.<event>`, `<ns>.<event>`): see the helpers at the end.
  */
 import amqp from "amqplib";
 import type { ServiceBroker } from "moleculer";
+import { channelName, dlqName, mainQueueName, retryName } from "../../lib/channels/names";
 import { SERVERS } from "./servers";
 
 export interface AmqpResources {
@@ -118,4 +120,47 @@ export async function queueExists(name: string): Promise<boolean> {
 	} finally {
 		await connection.close();
 	}
+}
+
+/**
+ * What the durable channels (lib/channels) declare under `prefix` for these events and groups:
+ * an exchange per event; per group a queue per event, a retry exchange + queue and a DLQ.
+ */
+export function channelsAmqpResources(prefix: string, groupsByEvent: Record<string, string[]>): AmqpResources {
+	const out: AmqpResources = { queues: new Set(), exchanges: new Set() };
+	for (const [event, groups] of Object.entries(groupsByEvent)) {
+		out.exchanges.add(channelName(prefix, event));
+		for (const group of groups) {
+			out.queues.add(mainQueueName(group, channelName(prefix, event)));
+			out.queues.add(retryName(group, prefix));
+			out.exchanges.add(retryName(group, prefix));
+			out.queues.add(dlqName(group, prefix));
+		}
+	}
+	return out;
+}
+
+/** Adds what the channel adapter of `broker` declared (ConfirmingAmqpAdapter.declaredNames) to `into`. */
+export function recordChannelsResources(broker: ServiceBroker, into: AmqpResources): void {
+	const adapter = (broker as unknown as { channelAdapter?: { declaredNames?: { queues: Set<string>; exchanges: Set<string> } } }).channelAdapter;
+	for (const q of adapter?.declaredNames?.queues ?? []) into.queues.add(q);
+	for (const x of adapter?.declaredNames?.exchanges ?? []) into.exchanges.add(x);
+}
+
+/** Deletes the channels' queues and exchanges of `prefix` (each name must carry the prefix as a dotted segment). */
+export async function deleteChannelsAmqpResources(resources: AmqpResources, prefix: string): Promise<void> {
+	const ours = (n: string) => n.startsWith(`${prefix}.`) || n.includes(`.${prefix}.`);
+	const foreign = [...resources.queues, ...resources.exchanges].filter(n => !ours(n));
+	if (prefix.length < 6 || foreign.length > 0) throw new Error(`refusing to delete resources outside ${prefix}: ${foreign.join(", ")}`);
+	const connection = await amqp.connect(SERVERS.rabbitmq);
+	try {
+		const channel = await connection.createChannel();
+		for (const queue of resources.queues) await channel.deleteQueue(queue);
+		for (const exchange of resources.exchanges) await channel.deleteExchange(exchange);
+		await channel.close();
+	} finally {
+		await connection.close();
+	}
+	resources.queues.clear();
+	resources.exchanges.clear();
 }

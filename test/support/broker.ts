@@ -12,6 +12,8 @@ import ApiService from "../../services/api/api.service";
 import UsersService from "../../services/users/users.service";
 import ProductsService from "../../services/products/products.service";
 import OrdersService from "../../services/orders/orders.service";
+import { buildChannelsMiddleware, type ChannelsOptions } from "../../lib/channels";
+import { SERVERS } from "./servers";
 import NotificationsService from "../../services/notifications/notifications.service";
 
 export const SCHEMAS: Record<string, ServiceSchema> = {
@@ -42,17 +44,41 @@ export interface NodeOptions {
 	/** Extra settings per service. */
 	settings?: Record<string, Record<string, unknown>>;
 	broker?: Partial<BrokerOptions>;
+	/**
+	 * The durable-event middleware (lib/channels): on RabbitMQ when the node has a transporter,
+	 * in process otherwise (its dead-letter table in a temporary directory removed at stop);
+	 * fields given here override; `false` leaves it out.
+	 */
+	channels?: Partial<ChannelsOptions> | false;
 }
 
 export function createNode(opts: NodeOptions): ServiceBroker {
+	const namespace = opts.namespace ?? uniqueId("ns");
+	const middlewares: NonNullable<BrokerOptions["middlewares"]> = [];
+	let channelsDir: ReturnType<typeof tempDir> | undefined;
+	if (opts.channels !== false) {
+		if (!opts.transporter && !opts.channels?.dataDir) channelsDir = tempDir();
+		middlewares.push(
+			buildChannelsMiddleware({
+				amqpUrl: opts.transporter ? SERVERS.rabbitmq : undefined,
+				namespace,
+				maxRetries: 3,
+				retryDelayMs: 50,
+				dataDir: channelsDir?.dir ?? "",
+				...(opts.channels || {}),
+			}),
+		);
+	}
 	const broker = new ServiceBroker({
 		logger: false,
-		namespace: opts.namespace ?? uniqueId("ns"),
+		namespace,
 		nodeID: opts.nodeID ?? uniqueId("node"),
 		cacher: (opts.cacher ?? "Memory") as BrokerOptions["cacher"],
 		transporter: opts.transporter,
 		requestTimeout: 10_000,
 		metrics: { enabled: false },
+		middlewares,
+		stopped: () => channelsDir?.remove(),
 		...opts.broker,
 	});
 	for (const name of opts.services) {
