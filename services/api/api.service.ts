@@ -195,6 +195,12 @@ const ApiService: ServiceSchema<ApiSettings> = {
 		},
 	},
 
+	actions: {
+		// The broker's retry policy would run the whole HTTP handler again after a call inside it
+		// failed, on a request whose body is already read: answer the failure instead (503).
+		rest: { retryPolicy: { enabled: false } },
+	},
+
 	methods: {
 		/** Bearer token → the user it names, through users.resolveToken; no token → anonymous. */
 		async authenticate(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req): Promise<AuthUser | null> {
