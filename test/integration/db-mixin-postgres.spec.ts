@@ -7,6 +7,7 @@ import type { ServiceBroker } from "moleculer";
 import { createNode, uniqueId } from "../support/broker";
 import { TestDatabases, pgQuery, pgUrl, uniqueDbName, databaseExists } from "../support/pg";
 import { requireServers } from "../support/servers";
+import { migrations } from "../../services/products/migrations";
 
 const dbs = new TestDatabases(["products"] as const);
 const started: ServiceBroker[] = [];
@@ -49,9 +50,10 @@ describe("database mixin on PostgreSQL", () => {
 		await Promise.all([a.start(), b.start()]);
 
 		const db = dbs.names.products;
-		expect(await pgQuery(db, "SELECT name FROM schema_migrations ORDER BY name")).toEqual([{ name: "0001-create-products" }]);
+		expect(await pgQuery(db, "SELECT name FROM schema_migrations ORDER BY name")).toEqual(migrations.map(m => ({ name: m.name })));
 		expect(await pgQuery(db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")).toEqual([
 			{ tablename: "products" },
+			{ tablename: "reservations" },
 			{ tablename: "schema_migrations" },
 		]);
 		expect(await pgQuery(db, "SELECT indexname FROM pg_indexes WHERE tablename = 'products' AND indexname = 'products_sku_unique'")).toHaveLength(1);
@@ -65,7 +67,7 @@ describe("database mixin on PostgreSQL", () => {
 		const c = productsNode(dbs.urls.products);
 		await c.start();
 		await c.stop();
-		expect(await pgQuery(dbs.names.products, "SELECT count(*)::int AS n FROM schema_migrations")).toEqual([{ n: 1 }]);
+		expect(await pgQuery(dbs.names.products, "SELECT count(*)::int AS n FROM schema_migrations")).toEqual([{ n: migrations.length }]);
 		expect(await pgQuery(dbs.names.products, "SELECT count(*)::int AS n FROM products WHERE sku = 'MIG-1'")).toEqual([{ n: 1 }]);
 	});
 

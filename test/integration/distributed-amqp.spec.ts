@@ -13,6 +13,8 @@ import { TestDatabases, pgQuery } from "../support/pg";
 import { cachePrefix, deleteKeysWithPrefix, redisClient } from "../support/redis";
 import { SERVERS, requireServers } from "../support/servers";
 import { waitFor } from "../support/wait";
+import { channelsAmqpResources, deleteChannelsAmqpResources } from "../support/amqp";
+import { CONSUMER_GROUPS } from "../../lib/events";
 
 const ADMIN = { email: "admin@amqp.local", password: "admin-password-1" };
 const namespace = uniqueId("amqp");
@@ -63,6 +65,7 @@ afterAll(async () => {
 	await Promise.all([brokers.users?.stop(), brokers.products?.stop(), brokers.orders?.stop(), brokers.notifications?.stop()]);
 	redis?.disconnect();
 	await deleteAmqpResources(amqpResources, namespace);
+	await deleteChannelsAmqpResources(channelsAmqpResources(namespace, CONSUMER_GROUPS), namespace);
 	await deleteKeysWithPrefix(prefix);
 	await dbs.drop();
 });

@@ -11,6 +11,8 @@ import { createDatabase, dropDatabase, pgUrl, uniqueDbName } from "../support/pg
 import { cachePrefix, deleteKeysWithPrefix, redisClient } from "../support/redis";
 import { deleteAmqpResources, moleculerAmqpResources } from "../support/amqp";
 import { waitFor } from "../support/wait";
+import { channelsAmqpResources, deleteChannelsAmqpResources } from "../support/amqp";
+import { CONSUMER_GROUPS } from "../../lib/events";
 
 const namespace = `carsi-test-p${randomBytes(4).toString("hex")}`;
 const databases = {
@@ -61,6 +63,7 @@ afterAll(async () => {
 	await Promise.all(spawned.map(n => n.stop("SIGKILL")));
 	const nodeIDs = spawned.map(n => /Node ID: (\S+)/.exec(n.output())?.[1]).filter((id): id is string => !!id);
 	await deleteAmqpResources(moleculerAmqpResources(namespace, nodeIDs), namespace);
+	await deleteChannelsAmqpResources(channelsAmqpResources(namespace, CONSUMER_GROUPS), namespace);
 	await deleteKeysWithPrefix(cachePrefix(namespace));
 	redis.disconnect();
 	for (const db of Object.values(databases)) await dropDatabase(db);
