@@ -18,6 +18,7 @@ import { getConfig, maskUrl } from "../../lib/config";
 import { EventDeferredError, InvalidEventError, UnauthorizedError, type FieldError } from "../../lib/errors";
 import { BUSINESS_EVENTS, type BusinessEventName, type BusinessEvents } from "../../lib/events";
 import { lifecycle } from "../../lib/service";
+import { page as listPage, pageParams } from "../../lib/params";
 import { consumer } from "../../lib/channels";
 import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { EmailChannel, LogChannel, isPermanentSendError, type NotificationChannel, type Recipient } from "./channels";
@@ -140,8 +141,7 @@ const NotificationsService: ServiceSchema<NotificationsSettings> = {
 		/** GET /api/notifications: the caller's notifications, newest first. */
 		list: {
 			params: {
-				page: { type: "number", integer: true, positive: true, max: 100_000, convert: true, default: 1 },
-				pageSize: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
+				...pageParams,
 				$$strict: true,
 			},
 			handler(this: NotificationsThis, ctx: Context<ListParams, Meta>): Promise<ListResult<Notification>> {
@@ -337,7 +337,7 @@ const NotificationsService: ServiceSchema<NotificationsSettings> = {
 				limit: pageSize,
 				offset: (page - 1) * pageSize,
 			});
-			return { rows: rows.map(r => this.toNotification(r)), total: count, page, pageSize, totalPages: Math.ceil(count / pageSize) };
+			return listPage(rows.map(r => this.toNotification(r)), count, page, pageSize);
 		},
 
 		toNotification(row: Model | NotificationRow): Notification {

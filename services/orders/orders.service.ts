@@ -10,6 +10,7 @@ import { getConfig } from "../../lib/config";
 import { NotFoundError, ServiceUnavailableError, UnauthorizedError } from "../../lib/errors";
 import { envelope, type Order } from "../../lib/events";
 import { faultPoint } from "../../lib/faults";
+import { orderLinesParam, page, pageParams } from "../../lib/params";
 import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { OutboxMixin, type OutboxMethods, type OutboxSettings } from "../../mixins/outbox.mixin";
 import {
@@ -56,11 +57,6 @@ interface OrdersMethods {
 type OrdersThis = Service<OrdersSettings> & DbMethods & OutboxMethods & OrdersMethods;
 
 const config = getConfig();
-const MAX_INT = 2_147_483_647;
-const pageParams = {
-	page: { type: "number", integer: true, positive: true, max: 100_000, convert: true, default: 1 },
-	pageSize: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
-} as const;
 
 function requireUser(ctx: Context<unknown, OrdersMeta>): AuthUser {
 	const user = ctx.meta.user;
@@ -81,19 +77,7 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 	actions: {
 		create: {
 			params: {
-				items: {
-					type: "array",
-					min: 1,
-					max: 100,
-					items: {
-						type: "object",
-						strict: true,
-						props: {
-							productId: { type: "number", integer: true, positive: true, max: MAX_INT },
-							quantity: { type: "number", integer: true, min: 1, max: 10_000 },
-						},
-					},
-				},
+				items: orderLinesParam,
 				$$strict: true,
 			},
 			async handler(this: OrdersThis, ctx: Context<{ items: RequestedItem[] }, OrdersMeta>): Promise<Order> {
@@ -180,7 +164,7 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 			params: { ...pageParams, $$strict: true },
 			async handler(this: OrdersThis, ctx: Context<{ page: number; pageSize: number }, OrdersMeta>) {
 				const user = requireUser(ctx);
-				const { page, pageSize } = ctx.params;
+				const { pageSize } = ctx.params;
 				const where = user.role === "admin" ? {} : { userId: user.id };
 				const { rows, count } = await this.model.findAndCountAll({
 					where,
@@ -189,16 +173,10 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 						["id", "DESC"],
 					],
 					limit: pageSize,
-					offset: (page - 1) * pageSize,
+					offset: (ctx.params.page - 1) * pageSize,
 					raw: true,
 				});
-				return {
-					rows: (rows as unknown as OrderRow[]).map(r => this.toOrder(r)),
-					total: count,
-					page,
-					pageSize,
-					totalPages: Math.ceil(count / pageSize),
-				};
+				return page((rows as unknown as OrderRow[]).map(r => this.toOrder(r)), count, ctx.params.page, pageSize);
 			},
 		},
 

@@ -10,6 +10,7 @@ import { NotFoundError, SkuTakenError, ValidationFailedError } from "../../lib/e
 import { CacheMixin, type CacheMethods, type CacheMeta, type CacheSettings } from "../../mixins/cache.mixin";
 import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { lifecycle } from "../../lib/service";
+import { MAX_INT, orderLinesParam, page as listPage, pageParams } from "../../lib/params";
 import { consumer } from "../../lib/channels";
 import type { OrderCancelled, OrderCreated } from "../../lib/events";
 import { migrations } from "./migrations";
@@ -53,7 +54,6 @@ const SORTS = {
 } as const;
 type SortKey = keyof typeof SORTS;
 
-const MAX_INT = 2_147_483_647;
 const fields = {
 	sku: { type: "string", trim: true, pattern: /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, messages: { stringPattern: "The 'sku' field must be 1-64 letters, digits, '.', '_' or '-'." } },
 	name: { type: "string", trim: true, min: 1, max: 200 },
@@ -98,8 +98,7 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 	actions: {
 		list: {
 			params: {
-				page: { type: "number", integer: true, positive: true, max: 100_000, convert: true, default: 1 },
-				pageSize: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
+				...pageParams,
 				q: { type: "string", trim: true, max: 200, optional: true },
 				category: { type: "string", trim: true, max: 100, optional: true },
 				sort: {
@@ -193,19 +192,7 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 			visibility: "public",
 			params: {
 				orderId: orderIdParam,
-				items: {
-					type: "array",
-					min: 1,
-					max: 100,
-					items: {
-						type: "object",
-						strict: true,
-						props: {
-							productId: { type: "number", integer: true, positive: true, max: MAX_INT },
-							quantity: { type: "number", integer: true, min: 1, max: 10_000 },
-						},
-					},
-				},
+				items: orderLinesParam,
 			},
 			async handler(this: ProductsThis, ctx: Context<{ orderId: string; items: RequestedLine[] }>): Promise<Reservation> {
 				const { reservation, taken } = await this.reservations.reserve(ctx.params.orderId, ctx.params.items, this.settings.reservationTtlMs);
@@ -343,13 +330,7 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 				offset: (page - 1) * pageSize,
 				replacements,
 			});
-			return {
-				rows: rows.map(r => this.toProduct(r)),
-				total: count,
-				page,
-				pageSize,
-				totalPages: Math.ceil(count / pageSize),
-			};
+			return listPage(rows.map(r => this.toProduct(r)), count, page, pageSize);
 		},
 	},
 
