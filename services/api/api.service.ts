@@ -11,6 +11,7 @@ import { lifecycle } from "../../lib/service";
 import { cacherReady } from "../../lib/cacher";
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from "../../lib/errors";
 import { PrometheusReporter } from "../../lib/prometheus";
+import { LocalAdapter } from "../../lib/channels";
 import { toHttpError } from "./http-errors";
 import { buildOpenApi } from "./openapi";
 import { MemoryWindowStore, RedisWindowStore, type WindowStore } from "./rate-limit";
@@ -257,6 +258,9 @@ const ApiService: ServiceSchema<ApiSettings> = {
 			);
 			if (this.broker.cacher) checks.cacher = cacherReady(this.broker.cacher) ? "up" : "down";
 			if (this.broker.transit) checks.transporter = this.broker.transit.connected ? "up" : "down";
+			// The business events' RabbitMQ connection (lib/channels), where it is configured.
+			const events = this.broker.channelAdapter;
+			if (events && !(events instanceof LocalAdapter)) checks.events = events.connected ? "up" : "down";
 			const available = new Set(
 				(this.broker.registry.getServiceList({ onlyAvailable: true }) as Array<{ name: string }>).map(s => s.name),
 			);

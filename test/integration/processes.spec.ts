@@ -84,6 +84,7 @@ it("reports every dependency on /ready", async () => {
 	expect(ready.body.checks).toEqual({
 		cacher: "up",
 		transporter: "up",
+		events: "up",
 		"service:users": "up",
 		"service:products": "up",
 		"service:orders": "up",
