@@ -169,3 +169,47 @@ export function getConfig(): Config {
 	current ??= loadConfig();
 	return current;
 }
+
+/** `npm run cluster` (lib/cluster.ts): one node per service on this machine's servers. */
+export interface ClusterConfig {
+	/** The services to run, one process each (SERVICES; default every service). */
+	services: ServiceName[];
+	transporter: string;
+	cacher: string;
+	/** A database URL per service that owns one: `<SERVICE>_DATABASE_URL`, or one derived from pgUrl and dbPrefix. */
+	databaseUrls: Record<DatabaseServiceName, string>;
+	/** The server's maintenance database (CLUSTER_PG_URL), where missing databases are created. */
+	pgUrl: string;
+	/** Databases are named `<dbPrefix>_<service>` (CLUSTER_DB_PREFIX). */
+	dbPrefix: string;
+	jwt: { secret: string; generated: boolean };
+	port: number;
+	/** How long a stop waits for the nodes before it kills them (CLUSTER_STOP_TIMEOUT_MS). */
+	stopTimeoutMs: number;
+}
+
+export function loadClusterConfig(env: Env = process.env): ClusterConfig {
+	const dbPrefix = env.CLUSTER_DB_PREFIX || "carsi";
+	if (!/^[a-z_][a-z0-9_]*$/i.test(dbPrefix) || dbPrefix.length > 40)
+		throw new ConfigError(`CLUSTER_DB_PREFIX must be letters, digits and _ (at most 40), got "${dbPrefix}"`);
+	const pgUrl = env.CLUSTER_PG_URL || "postgres://postgres@127.0.0.1:5432/postgres";
+	if (!/^postgres(ql)?:\/\//i.test(pgUrl)) throw new ConfigError(`CLUSTER_PG_URL must be a postgres:// URL, got "${maskUrl(pgUrl)}"`);
+	const databaseUrls = {} as Record<DatabaseServiceName, string>;
+	for (const svc of DATABASE_SERVICES) {
+		const u = new URL(pgUrl);
+		u.pathname = `/${dbPrefix}_${svc}`.toLowerCase();
+		databaseUrls[svc] = env[`${svc.toUpperCase()}_DATABASE_URL`] || u.toString();
+	}
+	const secret = env.JWT_SECRET || "";
+	return {
+		services: parseServices(env.SERVICES),
+		transporter: env.TRANSPORTER || "amqp://guest:guest@127.0.0.1:5672",
+		cacher: env.CACHER || "redis://127.0.0.1:6379",
+		databaseUrls,
+		pgUrl,
+		dbPrefix,
+		jwt: secret ? { secret, generated: false } : { secret: randomBytes(32).toString("base64url"), generated: true },
+		port: int(env, "PORT", 3000, 1),
+		stopTimeoutMs: int(env, "CLUSTER_STOP_TIMEOUT_MS", 15_000, 100),
+	};
+}
