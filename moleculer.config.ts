@@ -12,6 +12,23 @@ import { buildChannelsMiddleware } from "./lib/channels";
 
 const config = getConfig();
 
+/**
+ * Reads: running one twice changes nothing, so one whose node was lost mid-request (rejected when
+ * the heartbeat gives the node up) or timed out is retried on another node. A write is never
+ * retried on a timeout: it may have run.
+ */
+const IDEMPOTENT_ACTIONS = new Set([
+	"products.get",
+	"products.list",
+	"users.me",
+	"users.resolveToken",
+	"users.contact",
+	"orders.get",
+	"orders.list",
+	"orders.placement",
+	"notifications.list",
+]);
+
 // moleculer-runner overwrites every root broker option from an environment variable of the same
 // name, after loading this file: TRANSPORTER and CACHER would replace the tuned AMQP options and
 // the cacher subclass below with stock ones built from the bare URLs. lib/config has read them,
@@ -56,14 +73,20 @@ const brokerConfig: BrokerOptions = {
 		delay: 100,
 		maxDelay: 1000,
 		factor: 2,
-		// A timeout may hide a request that did run: retrying it could apply a write twice, so only
-		// errors that prove the request never reached a handler are retried.
-		check: (err: Errors.MoleculerRetryableError | Error) =>
-			err.name === "ServiceNotAvailableError" || err.name === "ServiceNotFoundError",
+		// Errors that prove the request never reached a handler are retried for every action; a lost
+		// node or a timeout only for the reads above.
+		check: (err: Errors.MoleculerRetryableError | Error) => {
+			if (err.name === "ServiceNotAvailableError" || err.name === "ServiceNotFoundError") return true;
+			if (err.name !== "RequestRejectedError" && err.name !== "RequestTimeoutError") return false;
+			const action = (err as { data?: { action?: string } }).data?.action;
+			return action !== undefined && IDEMPOTENT_ACTIONS.has(action);
+		},
 	},
 
-	heartbeatInterval: 5,
-	heartbeatTimeout: 15,
+	// A node killed without a goodbye is given up after 8 s (Moleculer's default is 30): its pending
+	// requests are rejected then, and the reads among them retried on another node.
+	heartbeatInterval: 2,
+	heartbeatTimeout: 8,
 	contextParamsCloning: false,
 	tracking: { enabled: true, shutdownTimeout: 10_000 },
 	disableBalancer: false,
