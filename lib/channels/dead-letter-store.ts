@@ -7,6 +7,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import sqlite3 from "sqlite3";
+import type { DeadLetter } from "./types";
 
 export interface DeadLetterRow {
 	id: number;
@@ -171,4 +172,29 @@ export class DeadLetterStore {
 	async replayRequested(limit = 100): Promise<DeadLetterRow[]> {
 		return this.all<DeadLetterRow>("SELECT * FROM dead_letters WHERE replay_requested_at IS NOT NULL ORDER BY id LIMIT ?", [limit]);
 	}
+}
+
+/**
+ * A stored row as the operations show it; `deserialize` is the adapter's serializer when there is
+ * one (JSON otherwise). A payload that does not parse is shown as base64.
+ */
+export function rowToDeadLetter(row: DeadLetterRow, deserialize: (buf: Buffer) => unknown = buf => JSON.parse(buf.toString("utf8"))): DeadLetter {
+	let payload: unknown;
+	try {
+		payload = deserialize(row.payload);
+	} catch {
+		payload = { base64: row.payload.toString("base64") };
+	}
+	return {
+		id: row.id,
+		messageId: row.message_id,
+		group: row.grp,
+		event: row.event,
+		channel: row.channel,
+		attempts: row.attempts,
+		error: row.error,
+		deadAt: row.dead_at,
+		headers: JSON.parse(row.headers),
+		payload,
+	};
 }

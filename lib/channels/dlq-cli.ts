@@ -14,7 +14,7 @@
 import amqp from "amqplib";
 import { loadConfig } from "../config";
 import { listAmqpDeadLetters, replayAmqpDeadLetters } from "./amqp-dlq";
-import { DeadLetterStore, type DeadLetterRow } from "./dead-letter-store";
+import { DeadLetterStore, rowToDeadLetter, type DeadLetterRow } from "./dead-letter-store";
 import { knownGroups } from "./names";
 import type { DeadLetter, ReplayResult } from "./types";
 
@@ -79,26 +79,6 @@ function printReplay(res: ReplayResult, waiting = 0): number {
 	return res.failed.length > 0 ? 1 : 0;
 }
 
-function rowToDeadLetter(row: DeadLetterRow): DeadLetter {
-	let payload: unknown;
-	try {
-		payload = JSON.parse(row.payload.toString("utf8"));
-	} catch {
-		payload = { base64: row.payload.toString("base64") };
-	}
-	return {
-		id: row.id,
-		messageId: row.message_id,
-		group: row.grp,
-		event: row.event,
-		channel: row.channel,
-		attempts: row.attempts,
-		error: row.error,
-		deadAt: row.dead_at,
-		headers: JSON.parse(row.headers),
-		payload,
-	};
-}
 
 async function onRabbitmq(url: string, prefix: string, args: Args): Promise<number> {
 	const conn = await amqp.connect(url);
@@ -120,7 +100,7 @@ async function onSqlite(dataDir: string, args: Args): Promise<number> {
 	await store.open();
 	try {
 		if (args.command === "list") {
-			printList((await store.select({ group: args.group, limit: args.limit })).map(rowToDeadLetter), args.json);
+			printList((await store.select({ group: args.group, limit: args.limit })).map(row => rowToDeadLetter(row)), args.json);
 			return 0;
 		}
 		const ids = await store.requestReplay({ group: args.group, messageId: args.messageId, all: args.all });

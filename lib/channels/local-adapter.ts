@@ -19,7 +19,7 @@ import { randomUUID } from "node:crypto";
 import { Adapters } from "@moleculer/channels";
 import { Errors, type LoggerInstance, type ServiceBroker } from "moleculer";
 import { CONSUMER_GROUPS } from "../events";
-import { DeadLetterStore, type DeadLetterRow } from "./dead-letter-store";
+import { DeadLetterStore, rowToDeadLetter, type DeadLetterRow } from "./dead-letter-store";
 import { DEAD_LETTER_HEADERS, H, backoff, errorText, eventOfChannel, knownGroups, withoutHeaders } from "./names";
 import type { AdapterChannel, ChannelDef, DeadLetter, DeadLetterOps, DeadLetterQuery, ReplayQuery, ReplayResult, SendOptions } from "./types";
 
@@ -310,24 +310,7 @@ export class LocalAdapter extends Base implements DeadLetterOps {
 	// ---- dead letters -------------------------------------------------------------------------
 
 	rowToDeadLetter(row: DeadLetterRow): DeadLetter {
-		let payload: unknown;
-		try {
-			payload = this.serializer ? this.serializer.deserialize(row.payload, "") : JSON.parse(row.payload.toString("utf8"));
-		} catch {
-			payload = { base64: row.payload.toString("base64") };
-		}
-		return {
-			id: row.id,
-			messageId: row.message_id,
-			group: row.grp,
-			event: row.event,
-			channel: row.channel,
-			attempts: row.attempts,
-			error: row.error,
-			deadAt: row.dead_at,
-			headers: JSON.parse(row.headers),
-			payload,
-		};
+		return rowToDeadLetter(row, this.serializer ? buf => this.serializer.deserialize(buf, "") : undefined);
 	}
 
 	async listDeadLetters(query: DeadLetterQuery = {}): Promise<DeadLetter[]> {

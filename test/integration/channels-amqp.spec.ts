@@ -273,7 +273,9 @@ describe("durable business events over RabbitMQ", () => {
 		const r = newRig({ "order.created": ["notifications"] });
 		const rec = new Recorder();
 		let fixed = false;
-		const consumerNode = r.node({ maxRetries: 3, retryDelayMs: 400, maxInFlight: 5 });
+		// Retries 1 s then 2 s after the first attempt: a wide margin for the 20 others to pass the
+		// poison on a loaded machine (the ordering below is what is asserted, not a duration).
+		const consumerNode = r.node({ maxRetries: 3, retryDelayMs: 1000, maxInFlight: 5 });
 		consumerNode.createService(
 			consumerService("notifier", "notifications", ["order.created"], rec, d => {
 				if (d.payload.poison && !fixed) throw new Error(`cannot handle ${d.eventId}`);

@@ -89,8 +89,13 @@ export function moleculerAmqpResources(namespace: string, nodeIDs: string[]): Am
 /** Deletes the recorded queues and exchanges (deleting one that already expired is a no-op). */
 export async function deleteAmqpResources(resources: AmqpResources, namespace: string): Promise<void> {
 	const prefix = `MOL-${namespace}.`;
-	const foreign = [...resources.queues, ...resources.exchanges].filter(n => !n.startsWith(prefix));
-	if (foreign.length > 0) throw new Error(`refusing to delete resources outside ${prefix}: ${foreign.join(", ")}`);
+	await deleteResources(resources, n => n.startsWith(prefix), prefix);
+}
+
+/** Deletes every queue and exchange of `resources`, after checking each is one of ours. */
+async function deleteResources(resources: AmqpResources, ours: (name: string) => boolean, label: string): Promise<void> {
+	const foreign = [...resources.queues, ...resources.exchanges].filter(n => !ours(n));
+	if (foreign.length > 0) throw new Error(`refusing to delete resources outside ${label}: ${foreign.join(", ")}`);
 	const connection = await amqp.connect(SERVERS.rabbitmq);
 	try {
 		const channel = await connection.createChannel();
@@ -149,18 +154,6 @@ export function recordChannelsResources(broker: ServiceBroker, into: AmqpResourc
 
 /** Deletes the channels' queues and exchanges of `prefix` (each name must carry the prefix as a dotted segment). */
 export async function deleteChannelsAmqpResources(resources: AmqpResources, prefix: string): Promise<void> {
-	const ours = (n: string) => n.startsWith(`${prefix}.`) || n.includes(`.${prefix}.`);
-	const foreign = [...resources.queues, ...resources.exchanges].filter(n => !ours(n));
-	if (prefix.length < 6 || foreign.length > 0) throw new Error(`refusing to delete resources outside ${prefix}: ${foreign.join(", ")}`);
-	const connection = await amqp.connect(SERVERS.rabbitmq);
-	try {
-		const channel = await connection.createChannel();
-		for (const queue of resources.queues) await channel.deleteQueue(queue);
-		for (const exchange of resources.exchanges) await channel.deleteExchange(exchange);
-		await channel.close();
-	} finally {
-		await connection.close();
-	}
-	resources.queues.clear();
-	resources.exchanges.clear();
+	if (prefix.length < 6) throw new Error(`refusing to delete resources of the short prefix ${prefix}`);
+	await deleteResources(resources, n => n.startsWith(`${prefix}.`) || n.includes(`.${prefix}.`), prefix);
 }
