@@ -74,7 +74,7 @@ export class SafeRedisCacher extends Cachers.Redis {
 	override close(): Promise<unknown> {
 		if (this.recoveryTimer) clearInterval(this.recoveryTimer);
 		this.recoveryTimer = null;
-		this.available = false;
+		this.setAvailable(false);
 		const client = this.client;
 		client.removeAllListeners("close");
 		client.removeAllListeners("error");
@@ -122,10 +122,16 @@ export class SafeRedisCacher extends Cachers.Redis {
 			});
 	}
 
+	/** Moleculer's own cache middleware (an action's `cache:` option) reads `connected`. */
+	private setAvailable(available: boolean): void {
+		this.available = available;
+		(this as unknown as { connected: boolean }).connected = available;
+	}
+
 	private markDown(err: Error): void {
 		this.needsFlush = true;
 		if (this.available) {
-			this.available = false;
+			this.setAvailable(false);
 			this.logger.warn(`Redis cacher unavailable (${err.message}): reads go to the database until it is back.`);
 		}
 		this.scheduleRecovery();
@@ -134,7 +140,7 @@ export class SafeRedisCacher extends Cachers.Redis {
 	private onReady(): void {
 		if (!this.needsFlush) {
 			if (!this.available) this.logger.info("Redis cacher connected.");
-			this.available = true;
+			this.setAvailable(true);
 			return;
 		}
 		void this.recover();
@@ -155,7 +161,7 @@ export class SafeRedisCacher extends Cachers.Redis {
 			.clean("*")
 			.then(() => {
 				this.needsFlush = false;
-				this.available = true;
+				this.setAvailable(true);
 				if (this.recoveryTimer) clearInterval(this.recoveryTimer);
 				this.recoveryTimer = null;
 				this.logger.info("Redis cacher is back; entries older than the outage were flushed.");

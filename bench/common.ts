@@ -1,0 +1,94 @@
+/**
+ * What the bench and its baselines share: the product every server answers, the id samplers
+ * (uniform and Zipf-like), free loopback ports, and CPU time per process from /proc (Linux).
+ */
+import fs from "node:fs";
+import net from "node:net";
+
+const CATEGORIES = ["tea", "coffee", "spices", "sweets", "textiles", "ceramics", "copper", "soap"];
+const EPOCH = "2026-01-01T00:00:00.000Z";
+
+/** The product of id `i`, in the shape products.get answers (services/products/model.ts Product). */
+export function product(i: number) {
+	return {
+		id: i,
+		sku: `BENCH-${String(i).padStart(6, "0")}`,
+		name: `Bench product ${i}`,
+		description: `A product seeded by the bench, number ${i}, with a description of a realistic length for a catalog page.`,
+		category: CATEGORIES[i % CATEGORIES.length],
+		priceCents: 1000 + ((i * 37) % 50_000),
+		currency: "TRY",
+		stock: 1_000_000,
+		createdAt: EPOCH,
+		updatedAt: EPOCH,
+	};
+}
+
+export type Distribution = "uniform" | "zipf";
+
+/** Draws ids 1..n: uniformly, or Zipf-like (s = 1: id k with weight 1/k, so id 1 is the hottest). */
+export function sampler(dist: Distribution, n: number): () => number {
+	if (dist === "uniform") return () => 1 + Math.floor(Math.random() * n);
+	const cdf = new Float64Array(n);
+	let sum = 0;
+	for (let k = 1; k <= n; k++) cdf[k - 1] = sum += 1 / k;
+	return () => {
+		const u = Math.random() * sum;
+		let lo = 0;
+		let hi = n - 1;
+		while (lo < hi) {
+			const mid = (lo + hi) >> 1;
+			if (cdf[mid] < u) lo = mid + 1;
+			else hi = mid;
+		}
+		return lo + 1;
+	};
+}
+
+export async function freePort(): Promise<number> {
+	return new Promise((resolve, reject) => {
+		const srv = net.createServer();
+		srv.on("error", reject);
+		srv.listen(0, "127.0.0.1", () => {
+			const { port } = srv.address() as net.AddressInfo;
+			srv.close(() => resolve(port));
+		});
+	});
+}
+
+/** `pid` and every live process below it. */
+export function processTree(pid: number): number[] {
+	const parent = new Map<number, number>();
+	for (const entry of fs.readdirSync("/proc")) {
+		if (!/^\d+$/.test(entry)) continue;
+		try {
+			const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+			parent.set(Number(entry), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+		} catch {
+			/* gone meanwhile */
+		}
+	}
+	const out = [pid];
+	for (let i = 0; i < out.length; i++) for (const [child, ppid] of parent) if (ppid === out[i]) out.push(child);
+	return out.filter(p => parent.has(p));
+}
+
+/** CPU seconds (user + system) that `pid` has used so far, 0 when it is gone. */
+export function cpuSeconds(pid: number): number {
+	try {
+		const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+		const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+		return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
+	} catch {
+		return 0;
+	}
+}
+
+export function isAlive(pid: number): boolean {
+	try {
+		process.kill(pid, 0);
+		return true;
+	} catch {
+		return false;
+	}
+}
