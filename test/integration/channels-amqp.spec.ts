@@ -475,6 +475,13 @@ describe("durable business events over RabbitMQ", () => {
 		const after = event();
 		await producer.sendToChannel("order.created", after, { messageId: after.eventId });
 		await waitFor("the last event", () => rec.ids().has(after.eventId));
-		expect(rec.duplicates()).toBe(0);
+		// Published during and after the outage: delivered once each.
+		expect(rec.of(during.eventId)).toHaveLength(1);
+		expect(rec.of(after.eventId)).toHaveLength(1);
+		// The event handled just before the cut may come again: its ack can be lost with the
+		// connection, and RabbitMQ then redelivers it (at least once; consumers are idempotent by
+		// eventId). Seen once in about ten CI runs here. It is never lost.
+		expect(rec.of(before.eventId).length).toBeGreaterThanOrEqual(1);
+		expect(rec.of(before.eventId).length).toBeLessThanOrEqual(2);
 	});
 });
