@@ -44,6 +44,12 @@ export interface DbMethods {
 	transaction<T>(fn: (t: Transaction) => Promise<T>): Promise<T>;
 }
 
+/** A row as plain values, whether Sequelize answered a model instance or a raw row. */
+export function plainRow<T>(row: Model | T): T {
+	const r = row as { get?: (opts: { plain: true }) => unknown };
+	return (typeof r.get === "function" ? r.get({ plain: true }) : row) as T;
+}
+
 /** Start-up failure: one line naming the (masked) URL, no stack, so the runner's log says it all. */
 export class DatabaseUnreachableError extends Error {
 	constructor(service: string, url: string, cause: string) {

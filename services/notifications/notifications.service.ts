@@ -20,7 +20,7 @@ import { BUSINESS_EVENTS, type BusinessEventName, type BusinessEvents } from "..
 import { lifecycle } from "../../lib/service";
 import { page as listPage, pageParams } from "../../lib/params";
 import { consumer } from "../../lib/channels";
-import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
+import { DbMixin, plainRow, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { EmailChannel, LogChannel, isPermanentSendError, type NotificationChannel, type Recipient } from "./channels";
 import { composeNotification, type NotificationDraft } from "./messages";
 import { migrations } from "./migrations";
@@ -341,7 +341,7 @@ const NotificationsService: ServiceSchema<NotificationsSettings> = {
 		},
 
 		toNotification(row: Model | NotificationRow): Notification {
-			const r = ("get" in row && typeof row.get === "function" ? row.get({ plain: true }) : row) as NotificationRow;
+			const r = plainRow<NotificationRow>(row);
 			return {
 				id: r.id,
 				userId: r.userId,

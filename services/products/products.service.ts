@@ -8,7 +8,7 @@ import { Op, UniqueConstraintError, type Model, type WhereOptions } from "sequel
 import { getConfig } from "../../lib/config";
 import { NotFoundError, SkuTakenError, ValidationFailedError } from "../../lib/errors";
 import { CacheMixin, type CacheMethods, type CacheMeta, type CacheSettings } from "../../mixins/cache.mixin";
-import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
+import { DbMixin, plainRow, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { lifecycle } from "../../lib/service";
 import { MAX_INT, orderLinesParam, page as listPage, pageParams } from "../../lib/params";
 import { consumer } from "../../lib/channels";
@@ -279,7 +279,7 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 		},
 
 		toProduct(row: Model | ProductRow): Product {
-			const r = ("get" in row && typeof row.get === "function" ? row.get({ plain: true }) : row) as ProductRow;
+			const r = plainRow<ProductRow>(row);
 			return {
 				id: r.id,
 				sku: r.sku,
