@@ -1,6 +1,7 @@
 /**
- * Two projects: unit (a broker per file on the embedded defaults) and integration (real
- * PostgreSQL, Redis and RabbitMQ; they fail, never skip, when a server is missing).
+ * Three projects: unit (a broker per file on the embedded defaults), integration (real
+ * PostgreSQL, Redis and RabbitMQ; they fail, never skip, when a server is missing) and browser
+ * (the pages in Debian's Chromium through playwright-core; it fails when Chromium is missing).
  */
 const common = {
 	preset: "ts-jest",
@@ -14,5 +15,6 @@ module.exports = {
 	projects: [
 		{ ...common, displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.spec.ts"] },
 		{ ...common, displayName: "integration", testMatch: ["<rootDir>/test/integration/**/*.spec.ts"], slowTestThreshold: 30 },
+		{ ...common, displayName: "browser", testMatch: ["<rootDir>/test/browser/**/*.spec.ts"], slowTestThreshold: 30 },
 	],
 };
