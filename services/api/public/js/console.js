@@ -145,6 +145,30 @@ function Metrics() {
 
 const SERVICE_CLASS = ["api", "orders", "products", "notifications"];
 
+/**
+ * Spans in call order: each after its parent, siblings by start time, with their depth. Start
+ * times alone put a consumer before the publish that caused it when both begin in the same
+ * millisecond.
+ */
+function inCallOrder(spans) {
+	const ids = new Set(spans.map(s => s.id));
+	const children = new Map();
+	for (const s of spans) {
+		const parent = s.parentId && ids.has(s.parentId) ? s.parentId : null;
+		if (!children.has(parent)) children.set(parent, []);
+		children.get(parent).push(s);
+	}
+	const out = [];
+	const visit = (parent, depth) => {
+		for (const s of (children.get(parent) ?? []).sort((a, b) => a.startTime - b.startTime)) {
+			out.push({ span: s, depth });
+			visit(s.id, depth + 1);
+		}
+	};
+	visit(null, 0);
+	return out;
+}
+
 function Timeline() {
 	const [traces, setTraces] = useState(null);
 	const [unavailable, setUnavailable] = useState(null);
@@ -194,11 +218,11 @@ function Timeline() {
 		</div>`}
 		${spans.length > 0 &&
 		html`<ol class="timeline" aria-label="Spans by start time">
-			${spans.map(s => {
+			${inCallOrder(spans).map(({ span: s, depth }) => {
 				const offset = s.startTime - start;
 				const service = SERVICE_CLASS.find(c => (s.service ?? "").startsWith(c)) ?? "";
 				return html`<li key=${s.id}>
-					<span class="what"><strong>${s.name}</strong><br /><span class="muted">${s.service ?? "?"} on ${s.nodeId ?? "?"} · +${offset.toFixed(1)} ms · ${(s.duration ?? 0).toFixed(1)} ms${s.error ? ` · error: ${s.error.message ?? s.error}` : ""}</span></span>
+					<span class="what" style=${{ paddingLeft: `${Math.min(depth, 6) * 0.75}rem` }}><strong>${s.name}</strong><br /><span class="muted">${s.service ?? "?"} on ${s.nodeId ?? "?"} · +${offset.toFixed(1)} ms · ${(s.duration ?? 0).toFixed(1)} ms${s.error ? ` · error: ${s.error.message ?? s.error}` : ""}</span></span>
 					<span class="track" aria-hidden="true"><span class=${`bar ${service}${s.error ? " error" : ""}`} style=${{ left: `${(offset / total) * 100}%`, width: `${((s.duration ?? 0) / total) * 100}%` }}></span></span>
 				</li>`;
 			})}
