@@ -193,6 +193,21 @@ it("shows 'out of stock' on the cart line that caused it", async () => {
 	expect(errors).toEqual([]);
 });
 
+it("is readable on a phone: no page is wider than a 360 px screen", async () => {
+	const me = await customer("Ece");
+	const { page, errors } = await browser.visitor(me);
+	await page.setViewportSize({ width: 360, height: 740 });
+	await cartWith(page, "CEZVE-1", 1);
+	for (const [hash, name] of [["#/", "catalog"], [`#/products/${products["TEA-1"].id}`, "product"], ["#/cart", "cart"], ["#/orders", "orders"]] as const) {
+		await page.goto(`${base}/${hash}`);
+		await page.locator("main h1").waitFor();
+		const width = await page.evaluate(() => document.documentElement.scrollWidth);
+		expect({ name, width }).toEqual({ name, width: 360 });
+		await screenshot(page, `11-phone-${name}`);
+	}
+	expect(errors).toEqual([]);
+});
+
 it("shows a price an admin changed in the console on the storefront at once", async () => {
 	const id = products["CEZVE-1"].id;
 	const shopper = await browser.visitor();

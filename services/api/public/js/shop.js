@@ -290,8 +290,8 @@ function CartPage({ cart, user }) {
 									<th scope="row"><a href=${`#/products/${l.productId}`}>${l.name}</a>
 										${lineErrors[l.productId] && html`<p class="field-error" id=${`line-${l.productId}-error`}>${lineErrors[l.productId]}</p>`}
 									</th>
-									<td>${money(l.priceCents, l.currency)}</td>
-									<td>
+									<td data-label="Unit price">${money(l.priceCents, l.currency)}</td>
+									<td data-label="Quantity">
 										<label class="visually-hidden" for=${`qty-${l.productId}`}>Quantity of ${l.name}</label>
 										<input
 											id=${`qty-${l.productId}`}
@@ -308,12 +308,12 @@ function CartPage({ cart, user }) {
 											}}
 										/>
 									</td>
-									<td>${money(l.priceCents * l.quantity, l.currency)}</td>
+									<td data-label="Subtotal">${money(l.priceCents * l.quantity, l.currency)}</td>
 									<td><button type="button" class="link" onClick=${() => cart.remove(l.productId)} aria-label=${`Remove ${l.name}`}>Remove</button></td>
 								</tr>`,
 							)}
 						</tbody>
-						<tfoot><tr><th scope="row" colspan="3">Total (prices are confirmed by the shop)</th><td>${money(total, currency)}</td><td></td></tr></tfoot>
+						<tfoot><tr><th scope="row" colspan="3">Total (prices are confirmed by the shop)</th><td data-label="Total">${money(total, currency)}</td><td></td></tr></tfoot>
 					</table>
 					<${Alert} error=${error} />
 					${user
