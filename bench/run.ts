@@ -44,6 +44,9 @@ const WARMUP = Number(arg("warmup", SMOKE ? "0" : "3"));
 const CONNECTIONS = Number(arg("connections", "50"));
 const PRODUCTS = Number(arg("products", SMOKE ? "1000" : "10000"));
 const PASSES = SMOKE ? 1 : 2;
+/** --profile <dir>: our targets write V8 CPU profiles into <dir> (bench/cpu-profile.js; summarise with bench/profile-summary.ts). */
+const PROFILE_DIR = process.argv.includes("--profile") ? path.resolve(arg("profile", "bench/results/profiles")) : undefined;
+const PROFILE_ENV: Record<string, string> = PROFILE_DIR ? { NODE_OPTIONS: `--require ${path.join(__dirname, "cpu-profile.js")}`, CARSI_CPU_PROFILE_DIR: PROFILE_DIR } : {};
 const ALL_TARGETS = ["base-node-redis", "base-mw-redis", "embedded", "embedded-redis", "distributed"];
 const TARGETS = arg("targets", ALL_TARGETS.join(",")).split(",");
 const DISTRIBUTIONS: Distribution[] = ["uniform", "zipf"];
@@ -106,7 +109,7 @@ function baseline(name: string, file: string, describe: string, env: Record<stri
 			t.port = await freePort();
 			proc = spawn(process.execPath, ["-r", "ts-node/register/transpile-only", path.join(__dirname, "baselines", file)], {
 				cwd: ROOT,
-				env: { ...process.env, ...env, PORT: String(t.port), REDIS_URL: SERVERS.redis },
+				env: { ...process.env, ...env, ...PROFILE_ENV, PORT: String(t.port), REDIS_URL: SERVERS.redis },
 				stdio: ["ignore", "pipe", "pipe"],
 			});
 			proc.stdout!.on("data", d => (out += d));
@@ -190,6 +193,8 @@ function embedded(name: string, withRedis: boolean): Target {
 				NAMESPACE: ns,
 				ADMIN_PASSWORD: "bench-admin-password",
 				...(withRedis ? { CACHER: SERVERS.redis } : {}),
+				...PROFILE_ENV,
+				...(process.env.BENCH_METRICS ? { BENCH_METRICS: process.env.BENCH_METRICS } : {}),
 			});
 			await waitHttp(`http://127.0.0.1:${t.port}/ready`, 60_000, t.crashed);
 		},
@@ -235,6 +240,7 @@ function distributed(): Target {
 				ADMIN_PASSWORD: "bench-admin-password",
 				LOG_LEVEL: "warn",
 				CLUSTER_STOP_TIMEOUT_MS: "10000",
+				...PROFILE_ENV,
 			});
 			proc = spawn(process.execPath, [path.join(ROOT, "dist/lib/cluster.js")], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
 			proc.stdout!.on("data", d => (out += d));
@@ -297,6 +303,8 @@ interface Measure {
 	timeouts: number;
 	hitRatio: number | null;
 	cpu: Record<string, number>; // share of one core over the measure, per process
+	/** CPU µs per request of the target's own processes (not autocannon, not the servers): steadier than req/s on a busy machine. */
+	cpuUsPerReq: number;
 	failed: boolean;
 }
 
@@ -387,9 +395,13 @@ async function measure(t: Target, dist: Distribution, pass: number): Promise<Mea
 	const { result: r, hits, misses } = await load(t, dist, DURATION);
 	const wall = Number(process.hrtime.bigint() - t0) / 1e9;
 	const cpu: Record<string, number> = {};
+	const own = new Set(t.pid() ? processTree(t.pid()!) : []);
+	let ownCpu = 0;
 	for (const [pid, c0] of before) {
 		const label = processLabel(pid);
-		cpu[label] = Math.round(((cpu[label] ?? 0) + (cpuSeconds(pid) - c0) / wall) * 100) / 100;
+		const used = cpuSeconds(pid) - c0;
+		if (own.has(pid)) ownCpu += used;
+		cpu[label] = Math.round(((cpu[label] ?? 0) + used / wall) * 100) / 100;
 	}
 	const total = r.requests.total + r.errors + r.timeouts;
 	const bad = r.non2xx + r.errors + r.timeouts;
@@ -407,9 +419,10 @@ async function measure(t: Target, dist: Distribution, pass: number): Promise<Mea
 		timeouts: r.timeouts,
 		hitRatio: hits + misses > 0 ? Math.round((hits / (hits + misses)) * 1000) / 1000 : null,
 		cpu,
+		cpuUsPerReq: r.requests.total ? Math.round((ownCpu * 1e6) / r.requests.total) : 0,
 		failed: total === 0 || bad / total > 0.01 || why !== undefined,
 	};
-	log(`${t.name} ${dist} pass ${pass}: ${m.reqPerSec} req/s p50 ${m.p50} ms p99 ${m.p99} ms hit ${m.hitRatio ?? "-"} non2xx ${m.non2xx} errors ${m.errors}${m.failed ? "  FAILED" : ""}`);
+	log(`${t.name} ${dist} pass ${pass}: ${m.reqPerSec} req/s p50 ${m.p50} ms p99 ${m.p99} ms hit ${m.hitRatio ?? "-"} cpu ${m.cpuUsPerReq} µs/req non2xx ${m.non2xx} errors ${m.errors}${m.failed ? "  FAILED" : ""}`);
 	if (why) log(why);
 	return m;
 }

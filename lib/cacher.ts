@@ -1,11 +1,13 @@
 /**
- * The cacher of a node: Redis when CACHER is set (shared by every node), Memory otherwise.
+ * The cacher of a node: Redis when CACHER is set (shared by every node), none with CACHER=off,
+ * Memory otherwise.
  */
 import { Cachers } from "moleculer";
 import type { Config } from "./config";
 import { SafeRedisCacher } from "./redis-cacher";
 
-export function buildCacher(config: Pick<Config, "cacher" | "cacheTtlSeconds" | "namespace">): Cachers.Base {
+export function buildCacher(config: Pick<Config, "cacher" | "cacheEnabled" | "cacheTtlSeconds" | "namespace">): Cachers.Base | undefined {
+	if (!config.cacheEnabled) return undefined;
 	if (config.cacher) {
 		return new SafeRedisCacher({ url: config.cacher, ttl: config.cacheTtlSeconds, prefix: `carsi-${config.namespace}` });
 	}

@@ -21,7 +21,10 @@ export interface Config {
 	nodeID?: string;
 	services: ServiceName[];
 	transporter?: string;
+	/** Redis URL of the shared cache; unset with a per-process Memory cache or with the cache off. */
 	cacher?: string;
+	/** False with CACHER=off: every read goes to the database (the bench's uncached scenarios). */
+	cacheEnabled: boolean;
 	cacheTtlSeconds: number;
 	dataDir: string;
 	databaseUrls: Record<DatabaseServiceName, string>;
@@ -50,6 +53,7 @@ export interface Config {
 	 */
 	smtp: { url?: string; from: string };
 	/** Durable business events (lib/channels): on the transporter's RabbitMQ, or in process. */
+	/** amqpUrl: CHANNELS_URL, else TRANSPORTER when it is AMQP; unset keeps events in process. */
 	channels: { amqpUrl?: string; maxRetries: number; retryDelayMs: number };
 }
 
@@ -109,6 +113,12 @@ export function loadConfig(env: Env = process.env): Config {
 		jwtGenerated = true;
 	}
 
+	const channelsUrl = env.CHANNELS_URL || (transporter && /^amqps?:\/\//.test(transporter) ? transporter : undefined);
+	if (transporter && !channelsUrl)
+		throw new ConfigError(
+			"CHANNELS_URL (an amqp:// URL) is required when TRANSPORTER is not AMQP: the business events stay on RabbitMQ",
+		);
+
 	const corsRaw = env.CORS_ORIGINS?.trim();
 	const metricsPort = env.METRICS_PORT ? int(env, "METRICS_PORT", 0, 0) : undefined;
 
@@ -123,7 +133,8 @@ export function loadConfig(env: Env = process.env): Config {
 		nodeID: env.NODE_ID || undefined,
 		services: parseServices(env.SERVICES),
 		transporter,
-		cacher: env.CACHER || undefined,
+		cacher: env.CACHER && env.CACHER !== "off" ? env.CACHER : undefined,
+		cacheEnabled: env.CACHER !== "off",
 		cacheTtlSeconds: int(env, "CACHE_TTL", 300, 1),
 		dataDir,
 		databaseUrls,
@@ -150,8 +161,9 @@ export function loadConfig(env: Env = process.env): Config {
 		faultPoint: env.CARSI_FAULT || undefined,
 		smtp: { url: smtpUrl, from: env.SMTP_FROM || "Çarşı <no-reply@carsi.local>" },
 		channels: {
-			// The same RabbitMQ as the transporter (API.md "Events"); in process without one.
-			amqpUrl: transporter && /^amqps?:\/\//.test(transporter) ? transporter : undefined,
+			// The same RabbitMQ as the transporter (API.md "Events"); in process without one. CHANNELS_URL
+			// names it when the transporter is not AMQP (NATS or Redis: the events stay on RabbitMQ).
+			amqpUrl: channelsUrl,
 			maxRetries: int(env, "CHANNEL_MAX_RETRIES", 5, 1),
 			retryDelayMs: int(env, "CHANNEL_RETRY_DELAY_MS", 1_000, 1),
 		},

@@ -1,5 +1,6 @@
 /**
- * Cache-aside through Moleculer's cacher (Redis when CACHER is set, Memory otherwise).
+ * Cache-aside through Moleculer's cacher (Redis when CACHER is set, Memory otherwise; with
+ * CACHER=off every read goes to the database and answers MISS).
  *
  * Read: look in the cache; a hit returns; a miss takes the key's lock, looks again, reads the
  * database, stores, returns. The lock (redlock on Redis) lets one caller fill a hot key while the
@@ -17,7 +18,6 @@
 import { randomUUID } from "node:crypto";
 import type { Context, ServiceSchema, ServiceBroker } from "moleculer";
 import { isSharedCacher } from "../lib/cacher";
-import { lifecycle } from "../lib/service";
 
 export type CacheStatus = "HIT" | "MISS";
 export interface CacheMeta {
@@ -73,13 +73,19 @@ export const CacheMixin: Partial<ServiceSchema> = {
 		},
 
 		async cachedList<T>(this: CacheThis, ctx: Context<unknown, CacheMeta>, params: Record<string, unknown>, load: () => Promise<T>) {
-			const cacher = this.broker.cacher!;
+			const cacher = this.broker.cacher;
+			if (!cacher) return this.cacheFill("", ctx, load);
 			const generation = (await cacher.get(`${this.name}:list-generation`)) ?? "0";
 			return this.cacheFill(`${this.name}:list:${generation}:${JSON.stringify(params)}`, ctx, load);
 		},
 
 		async cacheFill<T>(this: CacheThis, key: string, ctx: Context<unknown, CacheMeta>, load: () => Promise<T>): Promise<T> {
-			const cacher = this.broker.cacher!;
+			const cacher = this.broker.cacher;
+			if (!cacher) {
+				// CACHER=off: every read is a miss.
+				ctx.meta.$cache = "MISS";
+				return load();
+			}
 			const cached = await cacher.get(key);
 			if (cached != null) {
 				ctx.meta.$cache = "HIT";
@@ -112,7 +118,7 @@ export const CacheMixin: Partial<ServiceSchema> = {
 
 		async invalidateEntities(this: CacheThis, ids: Array<number | string>): Promise<void> {
 			await this.invalidateLocally(ids);
-			if (isSharedCacher(this.broker.cacher) || !this.broker.transit) return;
+			if (!this.broker.cacher || isSharedCacher(this.broker.cacher) || !this.broker.transit) return;
 			// Per-node caches: every other node of this service cleans its copy before we answer.
 			const nodeIDs = this.broker.registry
 				.getServiceList({ onlyAvailable: true, skipInternal: true })
@@ -128,7 +134,8 @@ export const CacheMixin: Partial<ServiceSchema> = {
 		},
 
 		async invalidateLocally(this: CacheThis, ids: Array<number | string>): Promise<void> {
-			const cacher = this.broker.cacher!;
+			const cacher = this.broker.cacher;
+			if (!cacher) return;
 			await Promise.all(
 				ids.map(async id => {
 					const key = `${this.name}:entity:${id}`;
@@ -154,7 +161,4 @@ export const CacheMixin: Partial<ServiceSchema> = {
 		},
 	},
 
-	created: lifecycle<CacheThis>(function () {
-		if (!this.broker.cacher) throw new Error(`${this.name} needs a cacher (moleculer.config.ts sets one)`);
-	}),
 };

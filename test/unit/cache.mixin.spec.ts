@@ -130,3 +130,48 @@ it("serves lists from the cache until a write retires them", async () => {
 	expect(after.cache).toBe("MISS");
 	expect(after.result).toHaveLength(2);
 });
+
+it("with no cacher (CACHER=off) reads the database every time and answers MISS", async () => {
+	const uncached = new ServiceBroker({ logger: false });
+	let reads = 0;
+	const rows = new Map<number, Row>([[1, { id: 1, value: "a" }]]);
+	uncached.createService({
+		name: "things",
+		mixins: [CacheMixin],
+		actions: {
+			get: {
+				handler(this: CacheMethods, ctx: Context<{ id: number }, { $cache?: string }>) {
+					return this.cachedEntity(ctx, ctx.params.id, async () => (reads++, { ...rows.get(ctx.params.id)! }));
+				},
+			},
+			list: {
+				handler(this: CacheMethods, ctx: Context<unknown, { $cache?: string }>) {
+					return this.cachedList(ctx, { all: true }, async () => (reads++, [...rows.values()]));
+				},
+			},
+			set: {
+				async handler(this: CacheMethods, ctx: Context<Row>) {
+					rows.set(ctx.params.id, { ...ctx.params });
+					await this.invalidateEntities([ctx.params.id]);
+				},
+			},
+		},
+	});
+	await uncached.start();
+	try {
+		const get = async () => {
+			const meta: { $cache?: string } = {};
+			const result = await uncached.call("things.get", { id: 1 }, { meta });
+			return { result, cache: meta.$cache };
+		};
+		expect(await get()).toEqual({ result: { id: 1, value: "a" }, cache: "MISS" });
+		await uncached.call("things.set", { id: 1, value: "b" });
+		expect(await get()).toEqual({ result: { id: 1, value: "b" }, cache: "MISS" });
+		const meta: { $cache?: string } = {};
+		expect(await uncached.call("things.list", {}, { meta })).toEqual([{ id: 1, value: "b" }]);
+		expect(meta.$cache).toBe("MISS");
+		expect(reads).toBe(3);
+	} finally {
+		await uncached.stop();
+	}
+});

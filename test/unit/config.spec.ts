@@ -65,3 +65,14 @@ it("sends notifications to the log unless SMTP_URL names an SMTP server", () => 
 	});
 	expect(() => loadConfig({ SMTP_URL: "http://u:secret@mail.example" })).toThrow(/SMTP_URL must be an smtp:\/\/ or smtps:\/\/ URL, got "http:\/\/u:\*\*\*\*@mail.example"/);
 });
+
+it("turns the cache off with CACHER=off, and takes CHANNELS_URL for the events", () => {
+	const off = loadConfig({ CACHER: "off" });
+	expect(off.cacheEnabled).toBe(false);
+	expect(off.cacher).toBeUndefined();
+	expect(loadConfig({}).cacheEnabled).toBe(true);
+	const nats = loadConfig({ TRANSPORTER: "nats://127.0.0.1:4222", JWT_SECRET: "s", CHANNELS_URL: "amqp://guest:guest@127.0.0.1:5672" });
+	expect(nats.channels.amqpUrl).toBe("amqp://guest:guest@127.0.0.1:5672");
+	expect(() => loadConfig({ TRANSPORTER: "nats://127.0.0.1:4222", JWT_SECRET: "s" })).toThrow(/CHANNELS_URL/);
+	expect(loadConfig({ TRANSPORTER: "amqp://h", JWT_SECRET: "s" }).channels.amqpUrl).toBe("amqp://h");
+});
