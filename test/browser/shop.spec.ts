@@ -193,6 +193,39 @@ it("shows 'out of stock' on the cart line that caused it", async () => {
 	expect(errors).toEqual([]);
 });
 
+/** Presses Tab until the focused element has this accessible text (at most 60 times); fails otherwise. */
+async function tabTo(page: Page, text: string) {
+	for (let i = 0; i < 60; i++) {
+		await page.keyboard.press("Tab");
+		const focused = await page.evaluate(() => {
+			const el = document.activeElement as HTMLElement | null;
+			return el ? (el.getAttribute("aria-label") ?? el.textContent ?? "").trim() : "";
+		});
+		if (focused === text) return;
+	}
+	throw new Error(`Tab never reached "${text}"`);
+}
+
+it("can be used with the keyboard alone, with the focus visible", async () => {
+	const me = await customer("Mert");
+	const { page, errors } = await browser.visitor(me);
+	await page.goto(`${base}/`);
+	await page.getByRole("heading", { name: "Catalog" }).waitFor();
+	await tabTo(page, "Add Gül lokumu to the cart");
+	expect(await page.evaluate(() => getComputedStyle(document.activeElement!).outlineStyle)).not.toBe("none");
+	await page.keyboard.press("Enter");
+	await page.getByText("Gül lokumu added to the cart.").waitFor();
+	await tabTo(page, "Cart (1)");
+	await page.keyboard.press("Enter");
+	await page.getByRole("heading", { name: "Cart" }).waitFor();
+	await tabTo(page, "Place order");
+	await page.keyboard.press("Enter");
+	await page.getByRole("heading", { name: "My orders" }).waitFor();
+	const mine = await ordersOf(me.token);
+	expect(mine.rows.map(o => o.items)).toEqual([[expect.objectContaining({ productId: products["LOKUM-1"].id, quantity: 1 })]]);
+	expect(errors).toEqual([]);
+});
+
 it("is readable on a phone: no page is wider than a 360 px screen", async () => {
 	const me = await customer("Ece");
 	const { page, errors } = await browser.visitor(me);
