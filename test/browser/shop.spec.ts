@@ -250,6 +250,7 @@ it("shows a price an admin changed in the console on the storefront at once", as
 	// A second read comes from the cache: the old price is cached now.
 	await shopper.page.getByRole("button", { name: "Read again" }).click();
 	await shopper.page.getByTestId("x-cache").getByText("X-Cache: HIT").waitFor();
+	await shopper.page.getByRole("button", { name: "Add to cart" }).click();
 
 	const admin = await browser.visitor();
 	await admin.page.goto(`${base}/console`);
@@ -269,6 +270,9 @@ it("shows a price an admin changed in the console on the storefront at once", as
 	await shopper.page.getByRole("button", { name: "Read again" }).click();
 	await shopper.page.getByTestId("price").getByText("399,90").waitFor();
 	await screenshot(shopper.page, "09-product-new-price");
+	// A cart filled before the change shows the new price too.
+	await shopper.page.getByRole("link", { name: /^Cart/ }).click();
+	await shopper.page.locator(`tr[data-product="${id}"] td[data-label="Unit price"]`).getByText("399,90").waitFor();
 	expect(shopper.errors).toEqual([]);
 	expect(admin.errors).toEqual([]);
 });

@@ -52,6 +52,11 @@ function useCart() {
 		remove(productId) {
 			save({ lines: cart.lines.filter(l => l.productId !== productId), key: null });
 		},
+		/** The catalog's current name and price of each line (the key stays: the order's body is unchanged). */
+		refresh(current) {
+			const lines = loadCart().lines.map(l => (current[l.productId] ? { ...l, name: current[l.productId].name, priceCents: current[l.productId].priceCents, currency: current[l.productId].currency } : l));
+			save({ ...loadCart(), lines });
+		},
 		keyForSubmission() {
 			if (cart.key) return cart.key;
 			const key = newKey();
@@ -242,6 +247,25 @@ function CartPage({ cart, user }) {
 	const [lineErrors, setLineErrors] = useState({});
 	const lines = cart.cart.lines;
 	const total = lines.reduce((n, l) => n + l.priceCents * l.quantity, 0);
+
+	// Prices may have changed since a line was added: show the catalog's, and flag what is gone.
+	const ids = lines.map(l => l.productId).join(",");
+	useEffect(() => {
+		let stale = false;
+		Promise.all(
+			lines.map(l =>
+				api("GET", `/api/products/${l.productId}`)
+					.then(r => [l.productId, r.body])
+					.catch(err => (err instanceof ApiError && err.status === 404 ? [l.productId, null] : [l.productId, undefined])),
+			),
+		).then(found => {
+			if (stale) return;
+			cart.refresh(Object.fromEntries(found.filter(([, p]) => p)));
+			const gone = found.filter(([, p]) => p === null).map(([id]) => [id, "This product is no longer sold."]);
+			if (gone.length) setLineErrors(Object.fromEntries(gone));
+		});
+		return () => (stale = true);
+	}, [ids]);
 	const currency = lines[0]?.currency ?? "TRY";
 
 	async function place() {
