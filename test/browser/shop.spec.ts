@@ -4,11 +4,13 @@
  * in a temporary directory, the Memory cacher, business events in process. What a person does
  * with the pages, and what the API then holds.
  */
+import { randomUUID } from "node:crypto";
 import type { ServiceBroker } from "moleculer";
 import type { Page, Request } from "playwright-core";
 import { createNode, gatewayUrl, sqliteUrls, tempDir } from "../support/broker";
 import { http, login } from "../support/http";
 import { ARTIFACTS, launchBrowser, screenshot, type Browser } from "../support/browser";
+import { waitFor } from "../support/wait";
 
 const SERVICES = ["api", "users", "products", "orders", "notifications"];
 const ADMIN = { email: "admin@shop.test", password: "admin-password-1" };
@@ -275,6 +277,29 @@ it("shows a price an admin changed in the console on the storefront at once", as
 	await shopper.page.locator(`tr[data-product="${id}"] td[data-label="Unit price"]`).getByText("399,90").waitFor();
 	expect(shopper.errors).toEqual([]);
 	expect(admin.errors).toEqual([]);
+});
+
+it("lists a dead letter in the console and replays it from there", async () => {
+	// An event no consumer can ever handle (its user has no id) goes to the dead letters.
+	const poison = { eventId: randomUUID(), occurredAt: new Date().toISOString(), user: { email: "x@shop.test", name: "X" } };
+	await broker.sendToChannel("user.registered", poison, { messageId: poison.eventId });
+	await waitFor("the poison event to be dead-lettered", async () => {
+		const res = await http(base, "GET", "/api/admin/dead-letters", { token: adminToken });
+		return res.body.items.some((d: { messageId: string }) => d.messageId === poison.eventId);
+	});
+
+	const me = await http(base, "GET", "/api/users/me", { token: adminToken });
+	const { page, errors } = await browser.visitor({ token: adminToken, user: me.body });
+	await page.goto(`${base}/console`);
+	const row = page.locator("tr", { hasText: poison.eventId });
+	await row.waitFor();
+	expect(await row.textContent()).toContain("notifications");
+	await row.getByRole("button", { name: /^Replay user.registered/ }).click();
+	// Handled again and refused again: the console says so, and the dead letter stays for a fix.
+	await page.getByRole("status").getByText(/Replayed 0, failed 1/).waitFor();
+	const after = await http(base, "GET", "/api/admin/dead-letters", { token: adminToken });
+	expect(after.body.items.filter((d: { messageId: string }) => d.messageId === poison.eventId)).toHaveLength(1);
+	expect(errors).toEqual([]);
 });
 
 it("shows a customer 'forbidden' at /console, and the console's data endpoints answer 403", async () => {
