@@ -20,6 +20,8 @@ import { SERVERS } from "../test/support/servers";
 import { freePort, isAlive, processTree, product } from "./common";
 
 const ROOT = path.resolve(__dirname, "..");
+/** Longer than a whole run: a hit ratio under 1 then means invalidation, never expiry. */
+export const BENCH_CACHE_TTL = "3600";
 export const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
 /** Where one service's rows are: a SQLite file or a PostgreSQL URL. */
@@ -294,6 +296,7 @@ export function oneProcess(o: TargetOptions, opts: OursOptions): Target {
 				LOG_LEVEL: "warn",
 				NAMESPACE: ns,
 				ADMIN_PASSWORD: "bench-admin-password",
+				CACHE_TTL: BENCH_CACHE_TTL,
 				...o.env,
 			};
 			if (opts.cache === "redis") env.CACHER = SERVERS.redis;
@@ -349,6 +352,7 @@ export function cluster(o: TargetOptions, name: string, transporter: string, des
 				JWT_SECRET: randomBytes(24).toString("hex"),
 				ADMIN_PASSWORD: "bench-admin-password",
 				LOG_LEVEL: "warn",
+				CACHE_TTL: BENCH_CACHE_TTL,
 				CLUSTER_STOP_TIMEOUT_MS: "10000",
 				...o.env,
 			};

@@ -17,7 +17,7 @@ import { product } from "../common";
 const namespace = process.env.NAMESPACE!;
 const role = process.env.ROLE ?? "both";
 const amqpUrl = process.env.TRANSPORTER;
-const cacher = new SafeRedisCacher({ url: process.env.REDIS_URL ?? "redis://127.0.0.1:6379", ttl: 300, prefix: `carsi-${namespace}` });
+const cacher = new SafeRedisCacher({ url: process.env.REDIS_URL ?? "redis://127.0.0.1:6379", ttl: 3600, prefix: `carsi-${namespace}` });
 const broker = new ServiceBroker({
 	namespace,
 	nodeID: `bench-${role}-${process.pid}`,
@@ -39,7 +39,7 @@ if (role !== "gateway")
 					const cached = await cacher.get(key);
 					if (cached != null) return cached;
 					const value = product(ctx.params.id);
-					await cacher.set(key, value, 300);
+					await cacher.set(key, value, 3600);
 					return value;
 				},
 			},
