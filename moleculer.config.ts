@@ -45,7 +45,11 @@ const brokerConfig: BrokerOptions = {
 		options: { level: config.logLevel, colors: process.stdout.isTTY, moduleColors: false, formatter: "short" },
 	},
 
-	transporter: config.transporter
+	// AMQP is the design's transporter, tuned below; any other URL (nats://, redis://) is handed to
+	// Moleculer as it is (the bench compares them; the events then go to CHANNELS_URL).
+	transporter: config.transporter && !/^amqps?:\/\//.test(config.transporter)
+		? config.transporter
+		: config.transporter
 		? {
 				type: "AMQP",
 				options: {

@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import net from "node:net";
 
-const CATEGORIES = ["tea", "coffee", "spices", "sweets", "textiles", "ceramics", "copper", "soap"];
+export const CATEGORIES = ["tea", "coffee", "spices", "sweets", "textiles", "ceramics", "copper", "soap"];
 const EPOCH = "2026-01-01T00:00:00.000Z";
 
 /** The product of id `i`, in the shape products.get answers (services/products/model.ts Product). */

@@ -1,35 +1,32 @@
 /**
- * `npm run bench`: the cached product read (GET /api/products/:id) measured with autocannon's
- * programmatic API against the bare limits, in the same run. Everything it measures it starts
- * itself, on loopback, and stops and cleans up at the end (temp DATA_DIRs, PostgreSQL databases,
- * Redis keys, RabbitMQ queues and exchanges of a random namespace).
+ * `npm run bench`: the catalog's reads, the order flow and their growth, measured with autocannon's
+ * programmatic API against bare baselines in the same run. Everything it measures it starts
+ * itself on loopback, seeds, warms, and stops and removes at the end (temp DATA_DIRs, PostgreSQL
+ * databases, Redis keys, RabbitMQ queues and exchanges of a random namespace).
  *
  *   npm run bench [-- --smoke] [--duration 5] [--warmup 3] [--connections 50] [--products 10000]
- *                 [--targets base-node-redis,base-mw-redis,embedded,embedded-redis,distributed]
+ *                 [--scenarios get,get-uncached,list,list-uncached,order,growth]
+ *                 [--targets name,...] [--growth 1000,100000] [--profile <dir>]
  *
- * Targets: the two baselines (bench/baselines), the embedded default (one moleculer-runner, SQLite
- * in a temp DATA_DIR, Memory cacher), the same with the Redis cacher (CACHER set), and the
- * distributed topology (node dist/lib/cluster.js: one process per service on AMQP, Redis and
- * PostgreSQL). Each (target, id distribution) is measured twice, interleaved: pass 1 goes over
- * every scenario, then pass 2. --smoke: one pass, short, and exit 1 when a scenario errs (more
- * than 1% non-2xx/errors/timeouts, or a process exiting). Needs `npm run build` first (dist/).
+ * Each measure is one (scenario, target, id distribution); pass 1 goes over every measure, then
+ * pass 2 (the machine's noise shows as the gap between them). --smoke: one short pass on fewer
+ * targets and small growth sizes; exits 1 when a measure errs (more than 1% non-2xx, errors or
+ * timeouts, a process exiting, an order without exactly one notification). Needs `npm run build`.
+ * Writes bench/results/<date>-<host>.json and .md, and prints the markdown.
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { randomBytes, randomUUID } from "node:crypto";
 import amqp from "amqplib";
 import autocannon from "autocannon";
 import Redis from "ioredis";
 import { Client } from "pg";
-import sqlite3 from "sqlite3";
-import { DATABASE_SERVICES } from "../lib/config";
-import { startProcess, type NodeProcess } from "../test/support/processes";
-import { dropDatabase, pgUrl } from "../test/support/pg";
-import { deleteKeysWithPrefix } from "../test/support/redis";
 import { SERVERS } from "../test/support/servers";
-import { cpuSeconds, freePort, isAlive, processTree, product, sampler, type Distribution } from "./common";
+import { cpuSeconds, processTree, type Distribution } from "./common";
+import { checkNotifications, getLoad, listLoad, orderLoad, registerCustomers, type Customer, type Load, type OrderCheck, type ScenarioName } from "./scenarios";
+import { report, type GrowthRow, type MeasureRow } from "./report";
+import { baseAmqp, baseMwRedis, baseNodeRedis, basePg, cluster, insertRows, log, oneProcess, query, type Target, type TargetOptions } from "./targets";
 
 const ROOT = path.resolve(__dirname, "..");
 
@@ -44,293 +41,110 @@ const WARMUP = Number(arg("warmup", SMOKE ? "0" : "3"));
 const CONNECTIONS = Number(arg("connections", "50"));
 const PRODUCTS = Number(arg("products", SMOKE ? "1000" : "10000"));
 const PASSES = SMOKE ? 1 : 2;
+const GROWTH = arg("growth", SMOKE ? "100,500" : "1000,100000").split(",").map(Number);
+const SCENARIOS = arg("scenarios", "get,get-uncached,list,list-uncached,order,growth").split(",");
 /** --profile <dir>: our targets write V8 CPU profiles into <dir> (bench/cpu-profile.js; summarise with bench/profile-summary.ts). */
 const PROFILE_DIR = process.argv.includes("--profile") ? path.resolve(arg("profile", "bench/results/profiles")) : undefined;
 const PROFILE_ENV: Record<string, string> = PROFILE_DIR ? { NODE_OPTIONS: `--require ${path.join(__dirname, "cpu-profile.js")}`, CARSI_CPU_PROFILE_DIR: PROFILE_DIR } : {};
-const ALL_TARGETS = ["base-node-redis", "base-mw-redis", "embedded", "embedded-redis", "distributed"];
-const TARGETS = arg("targets", ALL_TARGETS.join(",")).split(",");
-const DISTRIBUTIONS: Distribution[] = ["uniform", "zipf"];
-for (const t of TARGETS) if (!ALL_TARGETS.includes(t)) throw new Error(`unknown target ${t}; one of ${ALL_TARGETS.join(", ")}`);
 
 const RUN = randomBytes(4).toString("hex");
 const NS = `bench_${RUN}`; // every Redis key, queue, exchange and database of this run carries it
-const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+const OPTS: TargetOptions = { run: RUN, ns: NS, products: PRODUCTS, env: PROFILE_ENV };
 
-// ---------------------------------------------------------------- targets
-interface Target {
-	name: string;
-	kind: "baseline" | "ours";
-	describe: string;
-	port: number;
-	pid(): number | undefined;
-	start(): Promise<void>;
-	seed(): Promise<void>;
-	stop(): Promise<void>;
-	cleanup(): Promise<void>;
-	crashed(): string | undefined;
+// ---------------------------------------------------------------- targets and plan
+const FACTORIES: Record<string, () => Target> = {
+	"base-node-redis": () => baseNodeRedis(OPTS, PROFILE_ENV),
+	"base-mw-redis": () => baseMwRedis(OPTS, PROFILE_ENV),
+	"base-amqp": () => baseAmqp(OPTS, PROFILE_ENV),
+	"base-pg": () => basePg(OPTS, PROFILE_ENV),
+	embedded: () => oneProcess(OPTS, { name: "embedded", describe: "embedded default: one process, SQLite, Memory cacher", cache: "memory", db: "sqlite" }),
+	"embedded-redis": () => oneProcess(OPTS, { name: "embedded-redis", describe: "embedded default with CACHER (Redis cacher), SQLite", cache: "redis", db: "sqlite" }),
+	"embedded-nocache": () => oneProcess(OPTS, { name: "embedded-nocache", describe: "embedded default with CACHER=off: SQLite on every read", cache: "off", db: "sqlite" }),
+	"pg-nocache": () => oneProcess(OPTS, { name: "pg-nocache", describe: "every service in one process on PostgreSQL, CACHER=off", cache: "off", db: "pg" }),
+	distributed: () => cluster(OPTS, "distributed", SERVERS.rabbitmq, "npm run cluster: 5 processes over RabbitMQ (AMQP), Redis cacher, PostgreSQL"),
+	"distributed-nats": () => cluster(OPTS, "distributed-nats", "nats://127.0.0.1:4222", "the same cluster on the NATS transporter (events still on RabbitMQ)"),
+	"distributed-redis": () => cluster(OPTS, "distributed-redis", SERVERS.redis, "the same cluster on the Redis transporter (events still on RabbitMQ)"),
+};
+
+interface Planned {
+	scenario: ScenarioName;
+	target: string;
+	distribution: Distribution | "-";
 }
 
-function childExit(proc: ChildProcess): Promise<void> {
-	return new Promise(resolve => (proc.exitCode !== null || proc.signalCode !== null ? resolve() : proc.once("exit", () => resolve())));
-}
+const FULL_PLAN: Record<ScenarioName, Array<[string, Array<Distribution | "-">]>> = {
+	get: [
+		["base-node-redis", ["uniform", "zipf"]],
+		["base-mw-redis", ["uniform", "zipf"]],
+		["base-amqp", ["uniform", "zipf"]],
+		["embedded", ["uniform", "zipf"]],
+		["embedded-redis", ["uniform", "zipf"]],
+		["distributed", ["uniform", "zipf"]],
+		["distributed-nats", ["uniform"]],
+		["distributed-redis", ["uniform"]],
+	],
+	"get-uncached": [
+		["base-pg", ["uniform"]],
+		["embedded-nocache", ["uniform"]],
+		["pg-nocache", ["uniform"]],
+	],
+	list: [
+		["embedded", ["-"]],
+		["embedded-redis", ["-"]],
+		["distributed", ["-"]],
+	],
+	"list-uncached": [
+		["embedded-nocache", ["-"]],
+		["pg-nocache", ["-"]],
+	],
+	order: [
+		["base-pg", ["-"]],
+		["embedded", ["-"]],
+		["distributed", ["-"]],
+	],
+};
+/** The smoke keeps to one-process targets (the cluster has its own tests): about half a minute. */
+const SMOKE_TARGETS = ["base-node-redis", "base-pg", "embedded", "embedded-nocache"];
+const CUSTOMERS = SMOKE ? 5 : 50;
+/** Measured in their own phase, beside the AMQP cluster, once the main phase's targets are stopped. */
+const LATE_TARGETS = ["distributed-nats", "distributed-redis"];
 
-async function stopTree(root: ChildProcess | undefined, graceMs: number): Promise<void> {
-	if (!root?.pid) return;
-	const pids = processTree(root.pid);
-	if (root.exitCode === null && root.signalCode === null) root.kill("SIGTERM");
-	await Promise.race([childExit(root), new Promise(r => setTimeout(r, graceMs))]);
-	for (const pid of pids) if (isAlive(pid)) process.kill(pid, "SIGKILL");
-}
-
-async function waitHttp(url: string, timeoutMs: number, crashed: () => string | undefined): Promise<void> {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		const why = crashed();
-		if (why) throw new Error(why);
-		const ok = await fetch(url, { signal: AbortSignal.timeout(2000) }).then(r => r.status === 200, () => false);
-		if (ok) return;
-		if (Date.now() > deadline) throw new Error(`${url} not ready within ${timeoutMs} ms`);
-		await new Promise(r => setTimeout(r, 200));
+function plan(): Planned[] {
+	const only = process.argv.includes("--targets") ? arg("targets", "").split(",") : SMOKE ? SMOKE_TARGETS : undefined;
+	for (const t of only ?? []) if (!FACTORIES[t]) throw new Error(`unknown target ${t}; one of ${Object.keys(FACTORIES).join(", ")}`);
+	const out: Planned[] = [];
+	for (const s of Object.keys(FULL_PLAN) as ScenarioName[]) {
+		if (!SCENARIOS.includes(s)) continue;
+		for (const [target, dists] of FULL_PLAN[s]) if (!only || only.includes(target)) for (const d of dists) out.push({ scenario: s, target, distribution: d });
 	}
-}
-
-/** A TypeScript baseline in its own process (ts-node, transpile only). */
-function baseline(name: string, file: string, describe: string, env: Record<string, string>, keyPrefix: string): Target {
-	let proc: ChildProcess | undefined;
-	let out = "";
-	const t: Target = {
-		name,
-		kind: "baseline",
-		describe,
-		port: 0,
-		pid: () => proc?.pid,
-		crashed: () => (proc && (proc.exitCode !== null || proc.signalCode !== null) ? `${name} exited (${proc.exitCode ?? proc.signalCode}):\n${out.slice(-4000)}` : undefined),
-		async start() {
-			t.port = await freePort();
-			proc = spawn(process.execPath, ["-r", "ts-node/register/transpile-only", path.join(__dirname, "baselines", file)], {
-				cwd: ROOT,
-				env: { ...process.env, ...env, ...PROFILE_ENV, PORT: String(t.port), REDIS_URL: SERVERS.redis },
-				stdio: ["ignore", "pipe", "pipe"],
-			});
-			proc.stdout!.on("data", d => (out += d));
-			proc.stderr!.on("data", d => (out += d));
-			const deadline = Date.now() + 30_000;
-			while (!out.includes("ready")) {
-				if (t.crashed()) throw new Error(t.crashed());
-				if (Date.now() > deadline) throw new Error(`${name} did not start:\n${out}`);
-				await new Promise(r => setTimeout(r, 100));
-			}
-		},
-		async seed() {},
-		async stop() {
-			await stopTree(proc, 5000);
-		},
-		async cleanup() {
-			await deleteKeysWithPrefix(keyPrefix);
-		},
-	};
-	return t;
-}
-
-/** Seeds products 1..n straight into the products table (the services' migrations made it). */
-async function seedSqlite(file: string, n: number): Promise<void> {
-	const db = new sqlite3.Database(file);
-	const run = (sql: string, params: unknown[] = []) => new Promise<void>((res, rej) => db.run(sql, params, err => (err ? rej(err) : res())));
-	try {
-		await run("PRAGMA busy_timeout = 5000");
-		await run("BEGIN");
-		for (let i = 1; i <= n; i += 500) {
-			const rows = [];
-			for (let id = i; id < Math.min(i + 500, n + 1); id++) rows.push(product(id));
-			await run(
-				`INSERT INTO products (id, sku, name, description, category, price_cents, currency, stock, created_at, updated_at) VALUES ${rows.map(() => "(?,?,?,?,?,?,?,?,?,?)").join(",")}`,
-				rows.flatMap(p => [p.id, p.sku, p.name, p.description, p.category, p.priceCents, p.currency, p.stock, "2026-01-01 00:00:00.000 +00:00", "2026-01-01 00:00:00.000 +00:00"]),
-			);
-		}
-		await run("COMMIT");
-	} finally {
-		await new Promise(r => db.close(r));
-	}
-}
-
-async function seedPg(database: string, n: number): Promise<void> {
-	const client = new Client({ connectionString: pgUrl(database) });
-	await client.connect();
-	try {
-		for (let i = 1; i <= n; i += 1000) {
-			const rows = [];
-			for (let id = i; id < Math.min(i + 1000, n + 1); id++) rows.push(product(id));
-			await client.query(
-				`INSERT INTO products (id, sku, name, description, category, price_cents, currency, stock, created_at, updated_at) VALUES ${rows.map((_, r) => `(${Array.from({ length: 10 }, (_, c) => `$${r * 10 + c + 1}`).join(",")})`).join(",")}`,
-				rows.flatMap(p => [p.id, p.sku, p.name, p.description, p.category, p.priceCents, p.currency, p.stock, p.createdAt, p.updatedAt]),
-			);
-		}
-		await client.query("SELECT setval(pg_get_serial_sequence('products', 'id'), $1)", [n]);
-	} finally {
-		await client.end();
-	}
-}
-
-/** The embedded default: every service in one moleculer-runner, SQLite in a temp DATA_DIR. */
-function embedded(name: string, withRedis: boolean): Target {
-	let node: NodeProcess | undefined;
-	let dataDir = "";
-	const ns = `${NS}_${name.replace(/-/g, "_")}`;
-	const t: Target = {
-		name,
-		kind: "ours",
-		describe: withRedis ? "embedded default with CACHER (Redis cacher), SQLite" : "embedded default: one process, SQLite, Memory cacher",
-		port: 0,
-		pid: () => node?.proc.pid,
-		crashed: () => (node && (node.proc.exitCode !== null || node.proc.signalCode !== null) ? `${name} exited (${node.proc.exitCode ?? node.proc.signalCode}):\n${node.output().slice(-4000)}` : undefined),
-		async start() {
-			t.port = await freePort();
-			dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `carsi-bench-${name}-`));
-			node = startProcess(name, {
-				DATA_DIR: dataDir,
-				PORT: String(t.port),
-				LOG_LEVEL: "warn",
-				NAMESPACE: ns,
-				ADMIN_PASSWORD: "bench-admin-password",
-				...(withRedis ? { CACHER: SERVERS.redis } : {}),
-				...PROFILE_ENV,
-				...(process.env.BENCH_METRICS ? { BENCH_METRICS: process.env.BENCH_METRICS } : {}),
-			});
-			await waitHttp(`http://127.0.0.1:${t.port}/ready`, 60_000, t.crashed);
-		},
-		async seed() {
-			await seedSqlite(path.join(dataDir, "products.sqlite"), PRODUCTS);
-		},
-		async stop() {
-			if (node) await Promise.race([node.stop(), new Promise(r => setTimeout(r, 10_000))]);
-			if (node?.proc.pid && isAlive(node.proc.pid)) node.proc.kill("SIGKILL");
-		},
-		async cleanup() {
-			if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
-			if (withRedis) await deleteKeysWithPrefix(`carsi-${ns}-`);
-		},
-	};
-	return t;
-}
-
-/** The distributed topology: node dist/lib/cluster.js, one process per service, AMQP + Redis + PostgreSQL. */
-function distributed(): Target {
-	let proc: ChildProcess | undefined;
-	let out = "";
-	const ns = `${NS}_dist`;
-	const dbPrefix = `carsi_${NS}`;
-	const t: Target = {
-		name: "distributed",
-		kind: "ours",
-		describe: "node dist/lib/cluster.js: 5 processes over RabbitMQ, Redis cacher, PostgreSQL",
-		port: 0,
-		pid: () => proc?.pid,
-		crashed: () => (proc && (proc.exitCode !== null || proc.signalCode !== null) ? `cluster exited (${proc.exitCode ?? proc.signalCode}):\n${out.slice(-4000)}` : undefined),
-		async start() {
-			t.port = await freePort();
-			const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME };
-			Object.assign(env, {
-				NAMESPACE: ns,
-				CLUSTER_DB_PREFIX: dbPrefix,
-				CLUSTER_PG_URL: SERVERS.postgres,
-				TRANSPORTER: SERVERS.rabbitmq,
-				CACHER: SERVERS.redis,
-				PORT: String(t.port),
-				JWT_SECRET: randomBytes(24).toString("hex"),
-				ADMIN_PASSWORD: "bench-admin-password",
-				LOG_LEVEL: "warn",
-				CLUSTER_STOP_TIMEOUT_MS: "10000",
-				...PROFILE_ENV,
-			});
-			proc = spawn(process.execPath, [path.join(ROOT, "dist/lib/cluster.js")], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-			proc.stdout!.on("data", d => (out += d));
-			proc.stderr!.on("data", d => (out += d));
-			await waitHttp(`http://127.0.0.1:${t.port}/ready`, 90_000, t.crashed);
-		},
-		async seed() {
-			await seedPg(`${dbPrefix}_products`, PRODUCTS);
-		},
-		async stop() {
-			await stopTree(proc, 15_000);
-		},
-		async cleanup() {
-			for (const s of DATABASE_SERVICES) await dropDatabase(`${dbPrefix}_${s}`);
-			await deleteKeysWithPrefix(`carsi-${ns}-`);
-			await deleteAmqpOf(ns);
-		},
-	};
-	return t;
-}
-
-function rabbitmqctl(args: string[]): Promise<string> {
-	return new Promise((resolve, reject) => {
-		const p = spawn("rabbitmqctl", args, { stdio: ["ignore", "pipe", "pipe"] });
-		let o = "";
-		p.stdout.on("data", d => (o += d));
-		p.on("error", reject);
-		p.on("exit", code => (code === 0 ? resolve(o) : reject(new Error(`rabbitmqctl ${args.join(" ")} exited with ${code}`))));
-	});
-}
-
-/** Deletes every RabbitMQ queue and exchange whose name carries `ns` (the transporter's and the channels'). */
-async function deleteAmqpOf(ns: string): Promise<void> {
-	if (!ns.includes(RUN)) throw new Error(`refusing to delete AMQP resources of ${ns}`);
-	const names = async (what: string) => (await rabbitmqctl(["-q", "--no-table-headers", what, "name"])).split("\n").map(s => s.trim()).filter(s => s.includes(ns));
-	const [queues, exchanges] = [await names("list_queues"), await names("list_exchanges")];
-	const conn = await amqp.connect(SERVERS.rabbitmq);
-	try {
-		const ch = await conn.createChannel();
-		for (const q of queues) await ch.deleteQueue(q);
-		for (const x of exchanges) await ch.deleteExchange(x);
-		await ch.close();
-	} finally {
-		await conn.close();
-	}
-	log(`deleted ${queues.length} queues and ${exchanges.length} exchanges of ${ns}`);
+	return out;
 }
 
 // ---------------------------------------------------------------- measure
-interface Measure {
-	target: string;
-	distribution: Distribution;
-	pass: number;
-	requests: number;
-	reqPerSec: number;
-	p50: number;
-	p99: number;
-	non2xx: number;
-	errors: number;
-	timeouts: number;
-	hitRatio: number | null;
-	cpu: Record<string, number>; // share of one core over the measure, per process
-	/** CPU µs per request of the target's own processes (not autocannon, not the servers): steadier than req/s on a busy machine. */
-	cpuUsPerReq: number;
-	failed: boolean;
-}
+type Measure = MeasureRow & Planned;
 
 /** GETs every product once, CONNECTIONS at a time: fills the cache and checks the seed (each must answer 200). */
-async function sweep(t: Target): Promise<void> {
+async function sweep(t: Target, n: number): Promise<void> {
 	const t0 = Date.now();
 	let next = 1;
 	let bad = 0;
 	await Promise.all(
 		Array.from({ length: CONNECTIONS }, async () => {
-			while (next <= PRODUCTS) {
+			while (next <= n) {
 				const res = await fetch(`http://127.0.0.1:${t.port}/api/products/${next++}`);
 				await res.arrayBuffer();
 				if (res.status !== 200) bad++;
 			}
 		}),
 	);
-	if (bad > 0) throw new Error(`${t.name}: ${bad} of ${PRODUCTS} products did not answer 200 after seeding`);
-	log(`${t.name}: read all ${PRODUCTS} products once in ${Date.now() - t0} ms`);
+	if (bad > 0) throw new Error(`${t.name}: ${bad} of ${n} products did not answer 200 after seeding`);
+	log(`${t.name}: read all ${n} products once in ${Date.now() - t0} ms`);
 }
 
-/** `seconds` of load, ids drawn from `dist`. */
-async function load(t: Target, dist: Distribution, seconds: number) {
-	const next = sampler(dist, PRODUCTS);
+async function load(t: Target, l: Load, seconds: number) {
 	let hits = 0;
 	let misses = 0;
+	const statuses: Record<string, number> = {};
 	const result = await autocannon({
 		url: `http://127.0.0.1:${t.port}`,
 		connections: CONNECTIONS,
@@ -338,30 +152,27 @@ async function load(t: Target, dist: Distribution, seconds: number) {
 		timeout: 10,
 		requests: [
 			{
-				method: "GET",
-				setupRequest: req => ({ ...req, path: `/api/products/${next()}` }),
-				onResponse: (_status, _body, _ctx, headers) => {
-					const h = (headers as Record<string, string> | undefined)?.["x-cache"] ?? (headers as Record<string, string> | undefined)?.["X-Cache"];
+				method: l.method,
+				setupRequest: req => {
+					const r = l.next();
+					return { ...req, path: r.path, headers: { ...(req.headers ?? {}), ...(r.headers ?? {}) }, body: r.body };
+				},
+				onResponse: (status, body, _ctx, headers) => {
+					statuses[status] = (statuses[status] ?? 0) + 1;
+					const hs = headers as Record<string, string> | undefined;
+					const h = hs?.["x-cache"] ?? hs?.["X-Cache"];
 					if (h === "HIT") hits++;
 					else if (h === "MISS") misses++;
+					l.onResponse?.(status, body);
 				},
 			},
 		],
 	});
-	return { result, hits, misses };
+	return { result, hits, misses, statuses };
 }
 
-function cpuSnapshot(t: Target): Map<number, number> {
-	const snap = new Map<number, number>();
-	const root = t.pid();
-	for (const pid of root ? processTree(root) : []) snap.set(pid, cpuSeconds(pid));
-	snap.set(process.pid, cpuSeconds(process.pid));
-	for (const pid of serverPids()) snap.set(pid, cpuSeconds(pid));
-	return snap;
-}
-
-/** The servers' processes on this machine (Redis, RabbitMQ, PostgreSQL), whoever started them. */
-const SERVER_COMMS: Record<string, string> = { "redis-server": "redis-server", "beam.smp": "rabbitmq", postgres: "postgresql" };
+/** The servers' processes on this machine (Redis, RabbitMQ, PostgreSQL, NATS), whoever started them. */
+const SERVER_COMMS: Record<string, string> = { "redis-server": "redis-server", "beam.smp": "rabbitmq", postgres: "postgresql", "nats-server": "nats" };
 function serverPids(): number[] {
 	const out: number[] = [];
 	for (const entry of fs.readdirSync("/proc")) {
@@ -380,107 +191,140 @@ function processLabel(pid: number): string {
 	try {
 		const comm = fs.readFileSync(`/proc/${pid}/comm`, "utf8").trim();
 		if (comm in SERVER_COMMS) return SERVER_COMMS[comm];
-		const env = fs.readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").find(e => e.startsWith("SERVICES="));
-		if (env) return env.slice("SERVICES=".length);
+		const env = fs.readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+		const services = env.find(e => e.startsWith("SERVICES="));
+		if (services) return services.slice("SERVICES=".length);
+		const role = env.find(e => e.startsWith("ROLE="));
 		const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-		return path.basename(cmd.find(c => /\.(js|ts)$/.test(c)) ?? cmd[0]);
+		return path.basename(cmd.find(c => /\.(js|ts)$/.test(c)) ?? cmd[0]) + (role ? `:${role.slice(5)}` : "");
 	} catch {
 		return String(pid);
 	}
 }
 
-async function measure(t: Target, dist: Distribution, pass: number): Promise<Measure> {
-	const before = cpuSnapshot(t);
+function ownPids(t: Target): number[] {
+	return t.pids().flatMap(p => processTree(p));
+}
+
+/** Per-scenario state prepared once per target (customers of the order scenario). */
+const customers = new Map<string, Customer[]>();
+
+function loadFor(p: Planned, t: Target, placed: string[]): Load {
+	switch (p.scenario) {
+		case "get":
+		case "get-uncached":
+			return getLoad(PRODUCTS, p.distribution === "-" ? "uniform" : p.distribution);
+		case "list":
+		case "list-uncached":
+			return listLoad(PRODUCTS);
+		case "order":
+			return orderLoad(PRODUCTS, customers.get(t.name) ?? [], placed);
+	}
+}
+
+async function measure(p: Planned, t: Target, pass: number): Promise<Measure> {
+	const before = new Map<number, number>();
+	for (const pid of [...ownPids(t), process.pid, ...serverPids()]) before.set(pid, cpuSeconds(pid));
+	const placed: string[] = [];
 	const t0 = process.hrtime.bigint();
-	const { result: r, hits, misses } = await load(t, dist, DURATION);
+	// An order takes far longer than a read: a one-second smoke would see none complete.
+	const seconds = p.scenario === "order" ? Math.max(DURATION, 3) : DURATION;
+	const { result: r, hits, misses, statuses } = await load(t, loadFor(p, t, placed), seconds);
 	const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+	const own = new Set(ownPids(t));
 	const cpu: Record<string, number> = {};
-	const own = new Set(t.pid() ? processTree(t.pid()!) : []);
 	let ownCpu = 0;
 	for (const [pid, c0] of before) {
-		const label = processLabel(pid);
 		const used = cpuSeconds(pid) - c0;
 		if (own.has(pid)) ownCpu += used;
+		const label = processLabel(pid);
 		cpu[label] = Math.round(((cpu[label] ?? 0) + used / wall) * 100) / 100;
 	}
 	const total = r.requests.total + r.errors + r.timeouts;
 	const bad = r.non2xx + r.errors + r.timeouts;
-	const why = t.crashed();
+	let why = t.crashed();
 	const m: Measure = {
-		target: t.name,
-		distribution: dist,
+		...p,
 		pass,
 		requests: r.requests.total,
 		reqPerSec: Math.round(r.requests.total / r.duration),
 		p50: r.latency.p50,
 		p99: r.latency.p99,
-		non2xx: r.non2xx,
+		statuses,
 		errors: r.errors,
 		timeouts: r.timeouts,
 		hitRatio: hits + misses > 0 ? Math.round((hits / (hits + misses)) * 1000) / 1000 : null,
 		cpu,
 		cpuUsPerReq: r.requests.total ? Math.round((ownCpu * 1e6) / r.requests.total) : 0,
-		failed: total === 0 || bad / total > 0.01 || why !== undefined,
+		failed: false,
 	};
-	log(`${t.name} ${dist} pass ${pass}: ${m.reqPerSec} req/s p50 ${m.p50} ms p99 ${m.p99} ms hit ${m.hitRatio ?? "-"} cpu ${m.cpuUsPerReq} µs/req non2xx ${m.non2xx} errors ${m.errors}${m.failed ? "  FAILED" : ""}`);
+	if (p.scenario === "order" && t.kind === "ours") {
+		m.orders = await checkNotifications(t.store!("orders"), t.store!("notifications"), placed, 60_000);
+		if (m.orders.notified !== m.orders.placed || m.orders.duplicates > 0) why ??= `orders without exactly one notification: ${JSON.stringify(m.orders)}`;
+	}
+	m.failed = total === 0 || bad / total > 0.01 || why !== undefined;
+	const o = m.orders ? ` placed ${m.orders.placed} notified ${m.orders.notified} dup ${m.orders.duplicates} lag p50 ${m.orders.lagP50} p99 ${m.orders.lagP99} ms` : "";
+	log(`${p.scenario} ${t.name} ${p.distribution} pass ${pass}: ${m.reqPerSec} req/s p50 ${m.p50} p99 ${m.p99} ms hit ${m.hitRatio ?? "-"} cpu ${m.cpuUsPerReq} µs/req statuses ${JSON.stringify(statuses)}${o}${m.failed ? "  FAILED" : ""}`);
 	if (why) log(why);
 	return m;
+}
+
+// ---------------------------------------------------------------- growth
+
+const ORDER_COLUMNS = ["id", "user_id", "status", "items", "total_cents", "currency", "created_at", "updated_at"];
+
+/**
+ * p99 of a product read, a search and a customer's order history on `pg-nocache`-like code (every
+ * service on PostgreSQL, no cache: the database's growth, not the cache's) at each size: products
+ * and orders seeded in bulk up to the size; one customer in a hundred orders is ours.
+ */
+async function growth(t: Target): Promise<GrowthRow[]> {
+	const [me] = await registerCustomers(t, 1, `growth-${RUN}`);
+	const rows: GrowthRow[] = [];
+	let seeded = 0;
+	for (const size of GROWTH) {
+		const t0 = Date.now();
+		await t.seedProducts(seeded + 1, size);
+		await insertRows(t.store!("orders"), "orders", ORDER_COLUMNS, seeded + 1, size, i => {
+			const at = new Date(Date.parse("2026-01-01T00:00:00Z") + i * 1000).toISOString();
+			return [randomUUID(), i % 100 === 0 ? me.id : 1_000_000 + (i % 997), "placed", JSON.stringify([{ productId: i, quantity: 1, name: `Bench product ${i}`, priceCents: 1000, currency: "TRY" }]), 1000, "TRY", at, at];
+		});
+		for (const s of ["products", "orders"]) await query(t.store!(s), "ANALYZE");
+		seeded = size;
+		log(`growth: ${size} products and orders seeded in ${Date.now() - t0} ms`);
+		const endpoints: Array<[string, Load]> = [
+			["get", getLoad(size, "uniform")],
+			["search", listLoad(size, true)],
+			["order history", { method: "GET", next: () => ({ path: `/api/orders?pageSize=20&page=${1 + Math.floor(Math.random() * 3)}`, headers: { Authorization: `Bearer ${me.token}` } }) }],
+		];
+		for (const [endpoint, l] of endpoints) {
+			const { result: r } = await load(t, l, DURATION);
+			const total = r.requests.total + r.errors + r.timeouts;
+			const row = { size, endpoint, reqPerSec: Math.round(r.requests.total / r.duration), p50: r.latency.p50, p99: r.latency.p99, failed: total === 0 || (r.non2xx + r.errors + r.timeouts) / total > 0.01 || t.crashed() !== undefined };
+			log(`growth ${size} ${endpoint}: ${row.reqPerSec} req/s p50 ${row.p50} p99 ${row.p99} ms${row.failed ? "  FAILED" : ""}`);
+			rows.push(row);
+		}
+	}
+	return rows;
 }
 
 // ---------------------------------------------------------------- machine
 async function versions(needed: Set<string>): Promise<Record<string, string>> {
 	const v: Record<string, string> = { node: process.version, moleculer: require("moleculer").MOLECULER_VERSION, autocannon: require("autocannon/package.json").version };
-	if (needed.has("redis")) {
-		const r = new Redis(SERVERS.redis, { maxRetriesPerRequest: 1 });
-		v.redis = /redis_version:(\S+)/.exec(await r.info("server"))?.[1] ?? "?";
-		r.disconnect();
-	}
-	if (needed.has("postgres")) {
-		const c = new Client({ connectionString: SERVERS.postgres });
-		await c.connect();
-		v.postgresql = (await c.query("SHOW server_version")).rows[0].server_version;
-		await c.end();
-	}
+	const r = new Redis(SERVERS.redis, { maxRetriesPerRequest: 1 });
+	v.redis = /redis_version:(\S+)/.exec(await r.info("server"))?.[1] ?? "?";
+	r.disconnect();
+	const c = new Client({ connectionString: SERVERS.postgres });
+	await c.connect();
+	v.postgresql = (await c.query("SHOW server_version")).rows[0].server_version;
+	await c.end();
 	if (needed.has("rabbitmq")) {
 		const conn = await amqp.connect(SERVERS.rabbitmq);
 		v.rabbitmq = String((conn as unknown as { connection: { serverProperties: { version: string } } }).connection.serverProperties.version);
 		await conn.close();
 	}
+	if (needed.has("nats")) v.nats = await fetch("http://127.0.0.1:8222/varz").then(r => r.json() as Promise<{ version?: string }>).then(j => j.version ?? "?", () => "running");
 	return v;
-}
-
-// ---------------------------------------------------------------- report
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-
-function report(measures: Measure[], machine: Record<string, unknown>, cmd: string): string {
-	const base = (name: string, d: Distribution) => {
-		const xs = measures.filter(m => m.target === name && m.distribution === d && !m.failed).map(m => m.reqPerSec);
-		return xs.length ? mean(xs) : undefined;
-	};
-	const ratio = (m: Measure, name: string) => {
-		const b = base(name, m.distribution);
-		return b ? (m.reqPerSec / b).toFixed(2) : "–";
-	};
-	const lines = [
-		`# Cached product read, ${new Date().toISOString()}`,
-		"",
-		`\`${cmd}\` — ${CONNECTIONS} connections, ${DURATION} s per measure after ${WARMUP} s warm-up per target, ${PRODUCTS} products, ${PASSES} pass(es) interleaved`,
-		"",
-		`Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, ${machine.platform}; ` +
-			Object.entries((machine.versions ?? {}) as Record<string, string>).map(([k, v]) => `${k} ${v}`).join(", "),
-		"",
-		"| target | ids | pass | req/s | p50 ms | p99 ms | hit ratio | × node+Redis | × moleculer-web+Redis | non-2xx / errors | CPU (cores) |",
-		"|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
-	];
-	const order = (m: Measure) => ALL_TARGETS.indexOf(m.target) * 10 + DISTRIBUTIONS.indexOf(m.distribution) * 3 + m.pass;
-	for (const m of [...measures].sort((a, b) => order(a) - order(b))) {
-		const cpu = Object.entries(m.cpu).filter(([, v]) => v >= 0.01).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ");
-		lines.push(
-			`| ${m.target}${m.failed ? " **FAILED**" : ""} | ${m.distribution} | ${m.pass} | ${m.reqPerSec} | ${m.p50} | ${m.p99} | ${m.hitRatio ?? "–"} | ${ratio(m, "base-node-redis")} | ${ratio(m, "base-mw-redis")} | ${m.non2xx} / ${m.errors + m.timeouts} | ${cpu} |`,
-		);
-	}
-	lines.push("", "Ratios: this row's req/s over the mean of the baseline's passes with the same ids. CPU: CPU seconds per wall second of each process during the measure.");
-	return lines.join("\n") + "\n";
 }
 
 // ---------------------------------------------------------------- main
@@ -488,29 +332,26 @@ async function main(): Promise<number> {
 	if (!fs.existsSync(path.join(ROOT, "dist/lib/cluster.js"))) throw new Error("dist/ is missing: run npm run build first");
 	const started = Date.now();
 	const phase = (what: string) => log(`${what} at ${((Date.now() - started) / 1000).toFixed(1)} s`);
-	const targets: Target[] = [];
-	for (const name of TARGETS) {
-		if (name === "base-node-redis")
-			targets.push(baseline(name, "node-redis.ts", "bare node:http + one ioredis GET", { BENCH_PREFIX: `carsi-${NS}_base-`, BENCH_PRODUCTS: String(PRODUCTS) }, `carsi-${NS}_base-`));
-		if (name === "base-mw-redis") targets.push(baseline(name, "moleculer-web-redis.ts", "bare moleculer-web route → bare action, Redis cacher", { NAMESPACE: `${NS}_mw` }, `carsi-${NS}_mw-`));
-		if (name === "embedded") targets.push(embedded(name, false));
-		if (name === "embedded-redis") targets.push(embedded(name, true));
-		if (name === "distributed") targets.push(distributed());
-	}
+	const planned = plan();
+	const names = [...new Set(planned.map(p => p.target))];
+	const targets = new Map(names.map(n => [n, FACTORIES[n]()]));
+	const growthTarget = SCENARIOS.includes("growth") ? oneProcess(OPTS, { name: "growth", describe: "every service in one process on PostgreSQL, CACHER=off, grown from one size to the next", cache: "off", db: "pg" }) : undefined;
+	const all = [...targets.values(), ...(growthTarget ? [growthTarget] : [])];
 	const needed = new Set<string>();
-	for (const t of TARGETS) {
-		if (t !== "embedded") needed.add("redis");
-		if (t === "distributed") needed.add("postgres").add("rabbitmq");
+	for (const n of names) {
+		if (n.startsWith("distributed") || n === "base-amqp") needed.add("rabbitmq");
+		if (n === "distributed-nats") needed.add("nats");
 	}
 	const measures: Measure[] = [];
+	let growthRows: GrowthRow[] = [];
 	let failure: string | undefined;
 	const stopping: { done?: Promise<void> } = {};
 	const teardown = () =>
 		(stopping.done ??= (async () => {
 			const t0 = Date.now();
-			await Promise.all(targets.map(t => t.stop().catch(err => log(`stop ${t.name}: ${err.message}`))));
+			await Promise.all(all.map(t => t.stop().catch(err => log(`stop ${t.name}: ${err.message}`))));
 			const t1 = Date.now();
-			await Promise.all(targets.map(t => t.cleanup().catch(err => log(`cleanup ${t.name}: ${err.message}`))));
+			await Promise.all(all.map(t => t.cleanup().catch(err => log(`cleanup ${t.name}: ${err.message}`))));
 			log(`stopped in ${t1 - t0} ms, cleaned up in ${Date.now() - t1} ms`);
 		})());
 	for (const sig of ["SIGINT", "SIGTERM"] as const)
@@ -528,20 +369,47 @@ async function main(): Promise<number> {
 			platform: `${os.type()} ${os.release()}`,
 			versions: await versions(needed),
 		};
-		log(`namespace ${NS}; starting ${targets.map(t => t.name).join(", ")}`);
-		await Promise.all(targets.map(async t => {
-			const t0 = Date.now();
-			await t.start();
-			await t.seed();
-			log(`${t.name} up and seeded on port ${t.port} in ${Date.now() - t0} ms`);
-		}));
-		phase("all up and seeded");
-		for (const t of targets) {
-			await sweep(t); // every product once: the cache holds them all
-			if (WARMUP > 0) for (const d of DISTRIBUTIONS) await load(t, d, WARMUP / 2);
+		log(`namespace ${NS}`);
+		// Phases bound what runs at once (PostgreSQL's 100 connections, two cores): each starts its
+		// targets, measures its plan twice interleaved, and stops what the next phase does not use.
+		const late = new Set(LATE_TARGETS);
+		const phases: Array<{ name: string; plan: Planned[] }> = [
+			{ name: "main", plan: planned.filter(p => !late.has(p.target)) },
+			{ name: "transporters", plan: planned.filter(p => late.has(p.target) || (p.target === "distributed" && p.scenario === "get" && p.distribution === "uniform" && planned.some(q => late.has(q.target)))) },
+		];
+		const up = new Set<string>();
+		for (const { name, plan: phasePlan } of phases) {
+			if (!phasePlan.length) continue;
+			const use = new Set(phasePlan.map(p => p.target));
+			await Promise.all([...up].filter(n => !use.has(n)).map(async n => (await targets.get(n)!.stop(), up.delete(n))));
+			await Promise.all(
+				[...use].filter(n => !up.has(n)).map(async n => {
+					const t = targets.get(n)!;
+					const t0 = Date.now();
+					await t.start();
+					await t.seedProducts(1, PRODUCTS);
+					up.add(n);
+					log(`${t.name} up and seeded on port ${t.port} in ${Date.now() - t0} ms`);
+				}),
+			);
+			phase(`${name}: up and seeded`);
+			for (const n of use) {
+				const t = targets.get(n)!;
+				const uses = phasePlan.filter(p => p.target === n);
+				if (uses.some(p => p.scenario === "get")) await sweep(t, PRODUCTS);
+				if (uses.some(p => p.scenario === "order") && t.kind === "ours" && !customers.has(n)) customers.set(n, await registerCustomers(t, CUSTOMERS, `${n}-${RUN}`));
+				if (WARMUP > 0) for (const p of uses) if (p.scenario !== "order") await load(t, loadFor(p, t, []), WARMUP / uses.length);
+			}
+			phase(`${name}: warmed up`);
+			for (let pass = 1; pass <= PASSES; pass++) for (const p of phasePlan) measures.push(await measure(p, targets.get(p.target)!, pass));
+			phase(`${name}: measured`);
 		}
-		phase("warmed up");
-		for (let pass = 1; pass <= PASSES; pass++) for (const t of targets) for (const d of DISTRIBUTIONS) measures.push(await measure(t, d, pass));
+		if (growthTarget) {
+			await Promise.all([...up].map(n => targets.get(n)!.stop()));
+			await growthTarget.start();
+			growthRows = await growth(growthTarget);
+			phase("growth measured");
+		}
 	} catch (err) {
 		failure = (err as Error).stack ?? String(err);
 		log(`error: ${failure}`);
@@ -549,19 +417,21 @@ async function main(): Promise<number> {
 		await teardown();
 	}
 	const cmd = `npm run bench -- ${process.argv.slice(2).join(" ")}`.replace(/ -- $/, "");
-	const md = report(measures, machine, cmd);
+	const seconds = (Date.now() - started) / 1000;
+	const settings = { smoke: SMOKE, duration: DURATION, warmup: WARMUP, connections: CONNECTIONS, products: PRODUCTS, passes: PASSES, growth: GROWTH, scenarios: SCENARIOS };
+	const md = report({ measures, growth: growthRows, machine, cmd, settings, seconds, targets: all.map(t => ({ name: t.name, describe: t.describe })) });
 	process.stdout.write("\n" + md);
 	const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
 	const dir = path.join(__dirname, "results");
 	fs.mkdirSync(dir, { recursive: true });
 	const base = path.join(dir, `${stamp}-${os.hostname()}${SMOKE ? "-smoke" : ""}`);
-	const options = { smoke: SMOKE, duration: DURATION, warmup: WARMUP, connections: CONNECTIONS, products: PRODUCTS, passes: PASSES, targets: TARGETS };
-	fs.writeFileSync(`${base}.json`, JSON.stringify({ command: cmd, options, machine, targets: targets.map(t => ({ name: t.name, kind: t.kind, describe: t.describe })), measures, failure, seconds: (Date.now() - started) / 1000 }, null, 2));
+	fs.writeFileSync(`${base}.json`, JSON.stringify({ command: cmd, settings, machine, targets: all.map(t => ({ name: t.name, kind: t.kind, describe: t.describe })), measures, growth: growthRows, failure, seconds }, null, 2));
 	fs.writeFileSync(`${base}.md`, md);
-	log(`wrote ${path.relative(ROOT, base)}.json and .md in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-	const failed = measures.filter(m => m.failed);
-	if (failure || failed.length || measures.length !== targets.length * DISTRIBUTIONS.length * PASSES) {
-		log(`FAILED: ${failure ? "a run error; " : ""}${failed.map(m => `${m.target}/${m.distribution}/${m.pass}`).join(", ")}`);
+	log(`wrote ${path.relative(ROOT, base)}.json and .md in ${seconds.toFixed(1)} s`);
+	const failed = [...measures.filter(m => m.failed).map(m => `${m.scenario}/${m.target}/${m.distribution}/${m.pass}`), ...growthRows.filter(g => g.failed).map(g => `growth/${g.size}/${g.endpoint}`)];
+	const expected = planned.length + planned.filter(p => p.target === "distributed" && p.scenario === "get" && p.distribution === "uniform" && planned.some(q => LATE_TARGETS.includes(q.target))).length;
+	if (failure || failed.length || measures.length !== expected * PASSES) {
+		log(`FAILED: ${failure ? "a run error; " : ""}${failed.join(", ")}`);
 		return 1;
 	}
 	return 0;

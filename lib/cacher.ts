@@ -6,8 +6,10 @@ import { Cachers } from "moleculer";
 import type { Config } from "./config";
 import { SafeRedisCacher } from "./redis-cacher";
 
-export function buildCacher(config: Pick<Config, "cacher" | "cacheEnabled" | "cacheTtlSeconds" | "namespace">): Cachers.Base | undefined {
-	if (!config.cacheEnabled) return undefined;
+export function buildCacher(
+	config: Pick<Config, "cacher" | "cacheTtlSeconds" | "namespace"> & Partial<Pick<Config, "cacheEnabled">>,
+): Cachers.Base | undefined {
+	if (config.cacheEnabled === false) return undefined;
 	if (config.cacher) {
 		return new SafeRedisCacher({ url: config.cacher, ttl: config.cacheTtlSeconds, prefix: `carsi-${config.namespace}` });
 	}

@@ -59,7 +59,7 @@ describe("database mixin on PostgreSQL", () => {
 		expect(await pgQuery(db, "SELECT indexname FROM pg_indexes WHERE tablename = 'products' AND indexname = 'products_sku_unique'")).toHaveLength(1);
 
 		// Both nodes serve the one table.
-		const created = await a.call<{ id: number }>("products.create", { sku: "MIG-1", name: "Cam", category: "glass", priceCents: 100 });
+		const created = await a.call<{ id: number }, object>("products.create", { sku: "MIG-1", name: "Cam", category: "glass", priceCents: 100 });
 		expect(await b.call("products.get", { id: created.id })).toMatchObject({ sku: "MIG-1" });
 	});
 

@@ -89,7 +89,6 @@ describe("gateway, users and products as three brokers over RabbitMQ", () => {
 		expect(ready.body.checks).toEqual({
 			cacher: "up",
 			transporter: "up",
-		events: "up",
 			events: "up",
 			"service:users": "up",
 			"service:products": "up",

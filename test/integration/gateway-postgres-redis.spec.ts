@@ -7,6 +7,7 @@ import type Redis from "ioredis";
 import { buildCacher } from "../../lib/cacher";
 import { createNode, gatewayUrl, uniqueId } from "../support/broker";
 import { http, login } from "../support/http";
+import { Client } from "pg";
 import { TestDatabases, pgQuery } from "../support/pg";
 import { cachePrefix, cachedValue, deleteKeysWithPrefix, keysWithPrefix, redisClient } from "../support/redis";
 import { SERVERS, requireServers } from "../support/servers";
@@ -169,6 +170,28 @@ describe("gateway on PostgreSQL and Redis", () => {
 		expect(afterDelete.headers.get("x-cache")).toBe("MISS");
 		expect(afterDelete.body).toMatchObject({ total: 1, rows: [expect.objectContaining({ id: a.id })] });
 		expect((await http(base, "GET", `/api/products/${b.id}`)).status).toBe(404);
+	});
+
+	it("finds a product by a substring of its name through a trigram index, not a scan", async () => {
+		const p = await createProduct({ name: "Bakır Cezve Özel", description: "Dövme bakır" });
+		const res = await http(base, "GET", `/api/products?q=${encodeURIComponent("CEZVE ÖZ")}`);
+		expect(res.status).toBe(200);
+		expect((res.body as { rows: Array<{ id: number }> }).rows.map(r => r.id)).toEqual([p.id]);
+		const indexes = (await pgQuery<{ indexname: string }>(dbs.names.products, "SELECT indexname FROM pg_indexes WHERE tablename = 'products'")).map(r => r.indexname);
+		expect(indexes).toEqual(expect.arrayContaining(["products_name_trgm", "products_description_trgm"]));
+		// The planner may scan a table this small; with scans priced out it must be able to use the
+		// indexes for the service's expression (lower(column) LIKE pattern).
+		const client = new Client({ connectionString: dbs.urls.products });
+		await client.connect();
+		try {
+			await client.query("SET enable_seqscan = off");
+			const plan = await client.query("EXPLAIN SELECT id FROM products WHERE (lower(name) LIKE $1 ESCAPE '\\' OR lower(description) LIKE $1 ESCAPE '\\')", ["%cezve öz%"]);
+			const text = plan.rows.map(r => r["QUERY PLAN"]).join("\n");
+			expect(text).toContain("products_name_trgm");
+			expect(text).toContain("products_description_trgm");
+		} finally {
+			await client.end();
+		}
 	});
 
 	it("answers a duplicate sku 409 SKU_TAKEN on create and on PATCH, and keeps one row", async () => {

@@ -19,6 +19,7 @@ interface Product {
 	id: number;
 	sku: string;
 	name: string;
+	category: string;
 	priceCents: number;
 	stock: number;
 }
@@ -95,7 +96,7 @@ describe("two products brokers sharing PostgreSQL and Redis", () => {
 
 			const price = 1000 + round;
 			const name = `Cezve r${round}`;
-			const updated = await a!.call<Product>("products.update", { id: p.id, priceCents: price, name });
+			const updated = await a!.call<Product, object>("products.update", { id: p.id, priceCents: price, name });
 			expect(updated).toMatchObject({ priceCents: price, name });
 
 			const after = await read(b!, p.id);
@@ -121,7 +122,7 @@ describe("two products brokers sharing PostgreSQL and Redis", () => {
 				reads.push(read(b!, p.id).then(r => ({ startedAfterAnswer, stock: r.product.stock })));
 			};
 			for (let i = 0; i < 20; i++) launch();
-			const write = a!.call<Product>("products.update", { id: p.id, stock }).then(r => {
+			const write = a!.call<Product, object>("products.update", { id: p.id, stock }).then(r => {
 				answered = true;
 				return r;
 			});
@@ -159,7 +160,7 @@ describe("two products brokers sharing PostgreSQL and Redis", () => {
 	it("shows a product created through A in B's cached list at once", async () => {
 		const list = async () => {
 			const meta: CacheMeta = {};
-			const res = await b!.call<{ total: number; rows: Product[] }>("products.list", { category: "two-lists" }, { meta });
+			const res = await b!.call<{ total: number; rows: Product[] }, object>("products.list", { category: "two-lists" }, { meta });
 			return { ...res, cache: meta.$cache };
 		};
 		await create(a!, { category: "two-lists" });
@@ -209,7 +210,7 @@ describe("two products brokers sharing PostgreSQL and Redis", () => {
 
 		// 3. A writes the new value. It answers only once no fill from before its commit can land.
 		let answered = false;
-		const write = a!.call<Product>("products.update", { id: p.id, stock: 2 }).then(r => {
+		const write = a!.call<Product, object>("products.update", { id: p.id, stock: 2 }).then(r => {
 			answered = true;
 			return r;
 		});

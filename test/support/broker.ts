@@ -17,11 +17,11 @@ import { SERVERS } from "./servers";
 import NotificationsService from "../../services/notifications/notifications.service";
 
 export const SCHEMAS: Record<string, ServiceSchema> = {
-	api: ApiService as ServiceSchema,
-	users: UsersService as ServiceSchema,
-	products: ProductsService as ServiceSchema,
-	orders: OrdersService as ServiceSchema,
-	notifications: NotificationsService as ServiceSchema,
+	api: ApiService as unknown as ServiceSchema,
+	users: UsersService as unknown as ServiceSchema,
+	products: ProductsService as unknown as ServiceSchema,
+	orders: OrdersService as unknown as ServiceSchema,
+	notifications: NotificationsService as unknown as ServiceSchema,
 };
 
 export function uniqueId(prefix = "t"): string {

@@ -129,7 +129,7 @@ describe("users", () => {
 	});
 
 	it("answers /me without a token, with a bad token and with a malformed header 401", async () => {
-		for (const headers of [{}, { authorization: "Bearer not.a.token" }, { authorization: "Basic abc" }]) {
+		for (const headers of [{}, { authorization: "Bearer not.a.token" }, { authorization: "Basic abc" }] as Array<Record<string, string>>) {
 			const res = await http(base, "GET", "/api/users/me", { headers });
 			expect(res.status).toBe(401);
 			expect(res.body.type).toBe("UNAUTHORIZED");

@@ -3,7 +3,7 @@
  * entry surviving a write, even when a fill read the old row before the write committed.
  */
 import { ServiceBroker, type Context } from "moleculer";
-import { CacheMixin, type CacheMethods } from "../../mixins/cache.mixin";
+import { CacheMixin, type CacheMeta, type CacheMethods } from "../../mixins/cache.mixin";
 
 interface Row {
 	id: number;
@@ -28,7 +28,7 @@ beforeEach(async () => {
 		actions: {
 			get: {
 				params: { id: "number" },
-				handler(this: CacheMethods, ctx: Context<{ id: number }, { $cache?: string }>) {
+				handler(this: CacheMethods, ctx: Context<{ id: number }, CacheMeta>) {
 					return this.cachedEntity(ctx, ctx.params.id, async () => {
 						loads++;
 						const row = db.get(ctx.params.id);
@@ -39,7 +39,7 @@ beforeEach(async () => {
 				},
 			},
 			list: {
-				handler(this: CacheMethods, ctx: Context<unknown, { $cache?: string }>) {
+				handler(this: CacheMethods, ctx: Context<unknown, CacheMeta>) {
 					return this.cachedList(ctx, { all: true }, async () => {
 						loads++;
 						const rows = [...db.values()].map(r => ({ ...r }));
@@ -140,12 +140,12 @@ it("with no cacher (CACHER=off) reads the database every time and answers MISS",
 		mixins: [CacheMixin],
 		actions: {
 			get: {
-				handler(this: CacheMethods, ctx: Context<{ id: number }, { $cache?: string }>) {
+				handler(this: CacheMethods, ctx: Context<{ id: number }, CacheMeta>) {
 					return this.cachedEntity(ctx, ctx.params.id, async () => (reads++, { ...rows.get(ctx.params.id)! }));
 				},
 			},
 			list: {
-				handler(this: CacheMethods, ctx: Context<unknown, { $cache?: string }>) {
+				handler(this: CacheMethods, ctx: Context<unknown, CacheMeta>) {
 					return this.cachedList(ctx, { all: true }, async () => (reads++, [...rows.values()]));
 				},
 			},

@@ -1,0 +1,153 @@
+/**
+ * The bench's markdown: one table per scenario with its ratios to the baselines of the same run,
+ * then the issue's targets with the figure that meets or misses each.
+ */
+import type { Distribution } from "./common";
+import type { OrderCheck } from "./scenarios";
+
+/** One measure: a (scenario, target, ids) in one pass. */
+export interface MeasureRow {
+	scenario: string;
+	target: string;
+	distribution: Distribution | "-";
+	pass: number;
+	requests: number;
+	reqPerSec: number;
+	p50: number;
+	p99: number;
+	statuses: Record<string, number>;
+	errors: number;
+	timeouts: number;
+	hitRatio: number | null;
+	/** Share of one core over the measure, per process. */
+	cpu: Record<string, number>;
+	/** CPU µs per request of the target's own processes (not autocannon, not the servers): steadier than req/s on a busy machine. */
+	cpuUsPerReq: number;
+	orders?: OrderCheck;
+	failed: boolean;
+}
+type M = MeasureRow;
+
+export interface GrowthRow {
+	size: number;
+	endpoint: string;
+	reqPerSec: number;
+	p50: number;
+	p99: number;
+	failed: boolean;
+}
+export interface ReportInput {
+	measures: M[];
+	growth: GrowthRow[];
+	machine: Record<string, unknown>;
+	cmd: string;
+	settings: { connections: number; duration: number; warmup: number; products: number; passes: number };
+	seconds: number;
+	targets: Array<{ name: string; describe: string }>;
+}
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : undefined);
+const fmt = (x: number | undefined, digits = 2) => (x === undefined || Number.isNaN(x) ? "–" : x.toFixed(digits));
+
+export function report(input: ReportInput): string {
+	const { measures, growth, machine, cmd, settings: s } = input;
+	const ok = (m: M) => !m.failed;
+	/** Mean req/s of a (scenario, target[, ids]) over its passes. */
+	const rate = (scenario: string, target: string, dist?: string) => mean(measures.filter(m => ok(m) && m.scenario === scenario && m.target === target && (!dist || m.distribution === dist)).map(m => m.reqPerSec));
+	const p99of = (scenario: string, target: string) => mean(measures.filter(m => ok(m) && m.scenario === scenario && m.target === target).map(m => m.p99));
+	const ratio = (m: M, base: string) => {
+		const b = rate(m.scenario === "list" || m.scenario === "list-uncached" ? "get" : m.scenario, base, m.distribution === "-" ? undefined : m.distribution);
+		return b ? fmt(m.reqPerSec / b) : "–";
+	};
+	const cpuCell = (m: M) => Object.entries(m.cpu).filter(([, v]) => v >= 0.02).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ");
+	const statusCell = (m: M) => Object.entries(m.statuses).map(([k, v]) => `${k}×${v}`).join(" ") + (m.errors + m.timeouts ? ` err×${m.errors + m.timeouts}` : "");
+	const rows = (scenario: string) => measures.filter(m => m.scenario === scenario);
+	const lines: string[] = [
+		`# Çarşı bench, ${new Date().toISOString()}`,
+		"",
+		`\`${cmd}\` — ${s.connections} connections, ${s.duration} s per measure (${s.warmup} s warm-up per target), ${s.products} products, ${s.passes} pass(es) interleaved; ${input.seconds.toFixed(0)} s in all.`,
+		"",
+		`Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, ${machine.platform}; ` +
+			Object.entries((machine.versions ?? {}) as Record<string, string>).map(([k, v]) => `${k} ${v}`).join(", ") +
+			". autocannon runs on the same two cores as everything it measures.",
+		"",
+		"Targets: " + input.targets.map(t => `**${t.name}** (${t.describe})`).join("; ") + ".",
+		"",
+	];
+	const section = (title: string, scenario: string, head: string[], cells: (m: M) => string[]) => {
+		const rs = rows(scenario);
+		if (!rs.length) return;
+		lines.push(`## ${title}`, "", `| target | ids | pass | req/s | p50 ms | p99 ms | ${head.join(" | ")} | CPU µs/req | statuses | CPU (cores) |`, `|---|---|---|---:|---:|---:|${head.map(() => "---:|").join("")}---:|---|---|`);
+		for (const m of rs.sort((a, b) => (a.target === b.target ? a.distribution.localeCompare(b.distribution) || a.pass - b.pass : 0)))
+			lines.push(`| ${m.target}${m.failed ? " **FAILED**" : ""} | ${m.distribution} | ${m.pass} | ${m.reqPerSec} | ${m.p50} | ${m.p99} | ${cells(m).join(" | ")} | ${m.cpuUsPerReq} | ${statusCell(m)} | ${cpuCell(m)} |`);
+		lines.push("");
+	};
+	section("Cached product read: GET /api/products/:id", "get", ["hit ratio", "× node+Redis", "× mw+Redis", "× 2-process AMQP"], m => [fmt(m.hitRatio ?? undefined, 3), ratio(m, "base-node-redis"), ratio(m, "base-mw-redis"), ratio(m, "base-amqp")]);
+	section("Uncached product read (CACHER=off)", "get-uncached", ["× node+pg"], m => [ratio(m, "base-pg")]);
+	section("List: GET /api/products with q, category and sort (60 questions)", "list", ["hit ratio"], m => [fmt(m.hitRatio ?? undefined, 3)]);
+	section("List, uncached (CACHER=off)", "list-uncached", ["hit ratio"], m => [fmt(m.hitRatio ?? undefined, 3)]);
+	section("Order placement: POST /api/orders, one unit, a random customer", "order", ["× SQL of an order", "placed / notified / dup", "event lag p50 / p99 ms", "drain ms"], m => [
+		ratio(m, "base-pg"),
+		m.orders ? `${m.orders.placed} / ${m.orders.notified} / ${m.orders.duplicates}` : "–",
+		m.orders ? `${m.orders.lagP50} / ${m.orders.lagP99}` : "–",
+		m.orders ? String(m.orders.drainMs) : "–",
+	]);
+
+	const transports = ["distributed", "distributed-nats", "distributed-redis"].filter(t => rate("get", t, "uniform") !== undefined);
+	if (transports.length > 1) {
+		const amqpRate = rate("get", "distributed", "uniform");
+		const floor = rate("get", "base-amqp", "uniform");
+		lines.push("## Transporters: distributed cached read, uniform ids", "", "| cluster | req/s (mean of passes) | p99 ms | × AMQP cluster | × 2-process AMQP floor |", "|---|---:|---:|---:|---:|");
+		for (const t of transports) {
+			const r = rate("get", t, "uniform")!;
+			lines.push(`| ${t} | ${r.toFixed(0)} | ${fmt(p99of("get", t), 0)} | ${amqpRate ? fmt(r / amqpRate) : "–"} | ${floor ? fmt(r / floor) : "–"} |`);
+		}
+		lines.push("");
+	}
+
+	if (growth.length) {
+		const sizes = [...new Set(growth.map(g => g.size))].sort((a, b) => a - b);
+		const [small, large] = [sizes[0], sizes[sizes.length - 1]];
+		lines.push(`## Growth: ${small} → ${large} products and orders (one process on PostgreSQL, CACHER=off)`, "", `| endpoint | p99 ms at ${small} | p99 ms at ${large} | × | req/s at ${small} | req/s at ${large} |`, "|---|---:|---:|---:|---:|---:|");
+		for (const e of [...new Set(growth.map(g => g.endpoint))]) {
+			const a = growth.find(g => g.size === small && g.endpoint === e);
+			const b = growth.find(g => g.size === large && g.endpoint === e);
+			lines.push(`| ${e}${a?.failed || b?.failed ? " **FAILED**" : ""} | ${a?.p99 ?? "–"} | ${b?.p99 ?? "–"} | ${a && b ? fmt(b.p99 / Math.max(a.p99, 1)) : "–"} | ${a?.reqPerSec ?? "–"} | ${b?.reqPerSec ?? "–"} |`);
+		}
+		lines.push("");
+	}
+
+	// The issue's targets, each against this run's means.
+	const verdicts: Array<[string, string, number | undefined, (x: number) => boolean]> = [];
+	const r = (a?: number, b?: number) => (a !== undefined && b ? a / b : undefined);
+	verdicts.push(["cached read, embedded (Memory) ≥ 0.8 × node+Redis", "×", r(rate("get", "embedded"), rate("get", "base-node-redis")), x => x >= 0.8]);
+	verdicts.push(["cached read, embedded with Redis ≥ 0.7 × node+Redis", "×", r(rate("get", "embedded-redis"), rate("get", "base-node-redis")), x => x >= 0.7]);
+	verdicts.push(["cached read p99 < 25 ms at 50 connections (embedded)", "ms", p99of("get", "embedded"), x => x < 25]);
+	verdicts.push(["cached read p99 < 25 ms at 50 connections (embedded, Redis)", "ms", p99of("get", "embedded-redis"), x => x < 25]);
+	verdicts.push(["a hit ≥ 3 × a miss (embedded vs embedded CACHER=off)", "×", r(rate("get", "embedded", "uniform"), rate("get-uncached", "embedded-nocache")), x => x >= 3]);
+	verdicts.push(["distributed cached read ≥ 0.9 × 2-process AMQP floor", "×", r(rate("get", "distributed"), rate("get", "base-amqp")), x => x >= 0.9]);
+	verdicts.push(["orders/s, embedded ≥ 0.5 × SQL of an order", "×", r(rate("order", "embedded"), rate("order", "base-pg")), x => x >= 0.5]);
+	verdicts.push(["orders/s, distributed ≥ 0.5 × SQL of an order", "×", r(rate("order", "distributed"), rate("order", "base-pg")), x => x >= 0.5]);
+	for (const t of ["embedded", "distributed"]) {
+		const os = measures.filter(m => m.scenario === "order" && m.target === t && m.orders);
+		if (os.length) {
+			verdicts.push([`every order exactly one notification (${t})`, "orders without", os.reduce((a, m) => a + (m.orders!.placed - m.orders!.notified) + m.orders!.duplicates, 0), x => x === 0]);
+			verdicts.push([`event lag p99 < 250 ms (${t})`, "ms", Math.max(...os.map(m => m.orders!.lagP99)), x => x < 250]);
+		}
+	}
+	if (growth.length) {
+		const sizes = [...new Set(growth.map(g => g.size))].sort((a, b) => a - b);
+		for (const e of [...new Set(growth.map(g => g.endpoint))]) {
+			const a = growth.find(g => g.size === sizes[0] && g.endpoint === e);
+			const b = growth.find(g => g.size === sizes[sizes.length - 1] && g.endpoint === e);
+			verdicts.push([`growth ${sizes[0]} → ${sizes[sizes.length - 1]}: ${e} p99 within 2×`, "×", a && b ? b.p99 / Math.max(a.p99, 1) : undefined, x => x <= 2]);
+		}
+	}
+	lines.push("## Against the targets", "", "| target | this run | verdict |", "|---|---:|---|");
+	for (const [what, unit, x, pass] of verdicts) lines.push(`| ${what} | ${x === undefined ? "–" : `${fmt(x, unit === "ms" || unit === "orders without" ? 0 : 2)} ${unit}`} | ${x === undefined ? "not measured" : pass(x) ? "met" : "**missed**"} |`);
+	lines.push(
+		"",
+		"Ratios: req/s over the mean of the baseline's passes (same ids). CPU µs/req: CPU time of the target's own processes per request (steadier than req/s while the machine is busy). CPU (cores): CPU seconds per wall second of each process, autocannon and the servers included.",
+	);
+	return lines.join("\n") + "\n";
+}
