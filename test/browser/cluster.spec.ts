@@ -1,3 +1,5 @@
+/// <reference lib="dom" />
+// (The functions given to page.evaluate run in the browser.)
 /**
  * The pages on the distributed topology: two gateways and one node per service, brokers in this
  * process that meet only over RabbitMQ, on PostgreSQL and a shared Redis cacher. A notification

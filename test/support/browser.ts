@@ -1,3 +1,5 @@
+/// <reference lib="dom" />
+// (The functions given to page.evaluate run in the browser.)
 /**
  * A real browser for the browser suites: Debian's Chromium driven by playwright-core, headless,
  * with nothing that reaches the network on its own (the machine may be offline), and a fresh

@@ -47,20 +47,29 @@ function useCart() {
 			save({ lines, key: null });
 		},
 		setQuantity(productId, quantity) {
-			save({ lines: cart.lines.map(l => (l.productId === productId ? { ...l, quantity } : l)), key: null });
+			save({ lines: loadCart().lines.map(l => (l.productId === productId ? { ...l, quantity } : l)), key: null });
 		},
 		remove(productId) {
-			save({ lines: cart.lines.filter(l => l.productId !== productId), key: null });
+			save({ lines: loadCart().lines.filter(l => l.productId !== productId), key: null });
 		},
 		/** The catalog's current name and price of each line (the key stays: the order's body is unchanged). */
 		refresh(current) {
-			const lines = loadCart().lines.map(l => (current[l.productId] ? { ...l, name: current[l.productId].name, priceCents: current[l.productId].priceCents, currency: current[l.productId].currency } : l));
-			save({ ...loadCart(), lines });
+			const saved = loadCart();
+			let changed = false;
+			const lines = saved.lines.map(l => {
+				const p = current[l.productId];
+				if (!p || (p.name === l.name && p.priceCents === l.priceCents && p.currency === l.currency)) return l;
+				changed = true;
+				return { ...l, name: p.name, priceCents: p.priceCents, currency: p.currency };
+			});
+			// Saving re-renders the cart: only when something changed, so what someone is typing stays.
+			if (changed) save({ ...saved, lines });
 		},
 		keyForSubmission() {
-			if (cart.key) return cart.key;
+			const saved = loadCart();
+			if (saved.key) return saved.key;
 			const key = newKey();
-			save({ ...cart, key });
+			save({ ...saved, key });
 			return key;
 		},
 		clear() {
@@ -326,9 +335,10 @@ function CartPage({ cart, user }) {
 											value=${l.quantity}
 											aria-invalid=${lineErrors[l.productId] ? "true" : "false"}
 											aria-describedby=${lineErrors[l.productId] ? `line-${l.productId}-error` : undefined}
-											onChange=${e => {
+											onInput=${e => {
+												// Every keystroke, so the cart and the field never disagree when something re-renders.
 												const n = Number(e.currentTarget.value);
-												if (Number.isInteger(n) && n >= 1) cart.setQuantity(l.productId, n);
+												if (Number.isInteger(n) && n >= 1 && n !== l.quantity) cart.setQuantity(l.productId, n);
 											}}
 										/>
 									</td>
