@@ -16,6 +16,7 @@ import { toHttpError } from "./http-errors";
 import { buildOpenApi } from "./openapi";
 import { MemoryWindowStore, RedisWindowStore, type WindowStore } from "./rate-limit";
 import { ROUTES, ROUTE_BY_ACTION, ROUTED_SERVICES } from "./routes";
+import { TracesMixin } from "./traces";
 import packageJson from "../../package.json";
 
 export interface ApiSettings {
@@ -79,9 +80,12 @@ const SECURITY_HEADERS: Record<string, string> = {
 	"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 };
 
+/** What a client's X-Request-Id must look like to be kept (else the request gets a new id). */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{8,64}$/;
+
 const ApiService: ServiceSchema<ApiSettings> = {
 	name: "api",
-	mixins: [ApiGateway],
+	mixins: [ApiGateway, TracesMixin],
 
 	settings: {
 		port: config.port,
@@ -91,6 +95,17 @@ const ApiService: ServiceSchema<ApiSettings> = {
 		trustProxy: config.trustProxy,
 		loginRateLimit: config.loginRateLimit,
 		rateLimitRedisUrl: config.cacher,
+		tracesKept: config.tracing.tracesKept,
+
+		// The root call of each request: an X-Request-Id from the client is kept as the requestID
+		// (and so the traceId) only when it looks like one; probes, metrics scrapes and the trace
+		// console's own reads are not traced (they would bury the traces worth reading).
+		rootCallOptions(this: ApiThis, options: { requestID?: string; parentSpan?: unknown }, req: IncomingMessage) {
+			if (options.requestID !== undefined && !REQUEST_ID.test(options.requestID)) options.requestID = undefined;
+			const url = req.url ?? "";
+			if (!url.startsWith("/api/") || url.startsWith("/api/admin/traces") || url.startsWith("/api/openapi.json"))
+				options.parentSpan = { id: null, traceID: options.requestID ?? this.broker.generateUid(), sampled: false };
+		},
 
 		// Per-request logs cost 40% of the cached-read throughput at `info`: debug only.
 		logRequest: "debug",
