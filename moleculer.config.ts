@@ -10,7 +10,7 @@ import { buildCacher } from "./lib/cacher";
 import { PrometheusReporter } from "./lib/prometheus";
 import { buildChannelsMiddleware } from "./lib/channels";
 import { Tracing as ChannelsTracing } from "@moleculer/channels";
-import { loggerOptions, RequestIdMiddleware } from "./lib/logging";
+import { loggerOptions, requestIdMiddleware } from "./lib/logging";
 import { tracingOptions } from "./lib/tracing";
 
 const config = getConfig();
@@ -109,7 +109,7 @@ const brokerConfig: BrokerOptions = {
 		// A span per consumed event, child of the span that published it (the outbox relay's).
 		ChannelsTracing() as unknown as Middleware,
 		// Every log line written while a request is handled carries its requestID.
-		RequestIdMiddleware,
+		requestIdMiddleware(config.logLevel),
 	],
 
 	metrics: {

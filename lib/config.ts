@@ -66,8 +66,11 @@ export interface TracingConfig {
 	exporter: TracingExporterName;
 	/** TRACING_ZIPKIN_URL: the Zipkin (or Jaeger's Zipkin-compatible) collector's base URL. */
 	zipkinUrl: string;
-	/** TRACING_SAMPLE: the share of new traces recorded, 0..1 (a trace's later spans follow its root). */
-	sampleRate: number;
+	/**
+	 * TRACING_SAMPLE: which new traces are recorded (a trace's later spans follow its root's
+	 * decision): `{ rate }`, a share from 0 to 1, or `{ perSecond }`, at most that many a second.
+	 */
+	sample: { rate: number } | { perSecond: number };
 	/** TRACES_KEPT: how many traces the gateway's collector keeps (oldest dropped first). */
 	tracesKept: number;
 }
@@ -95,6 +98,20 @@ function fraction(env: Env, name: string, fallback: number): number {
 	const n = Number(raw);
 	if (!Number.isFinite(n) || n < 0 || n > 1) throw new ConfigError(`${name} must be a number from 0 to 1, got "${raw}"`);
 	return n;
+}
+
+/** A share (`0.1`) or a rate per second (`20/s`). */
+function sampling(env: Env, name: string, fallback: TracingConfig["sample"]): TracingConfig["sample"] {
+	const raw = (env[name] ?? "").trim();
+	if (raw === "") return fallback;
+	const perSecond = /^(\d+)\/s$/.exec(raw);
+	if (perSecond && Number(perSecond[1]) > 0) return { perSecond: Number(perSecond[1]) };
+	if (perSecond) throw new ConfigError(`${name} must be a share from 0 to 1 or "<n>/s" with n >= 1, got "${raw}"`);
+	try {
+		return { rate: fraction(env, name, 1) };
+	} catch {
+		throw new ConfigError(`${name} must be a share from 0 to 1 or "<n>/s" with n >= 1, got "${raw}"`);
+	}
 }
 
 function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
@@ -169,7 +186,7 @@ export function loadConfig(env: Env = process.env): Config {
 			enabled: oneOf(env, "TRACING", ["on", "off"] as const, "on") === "on",
 			exporter: oneOf(env, "TRACING_EXPORTER", TRACING_EXPORTERS, "none"),
 			zipkinUrl: env.TRACING_ZIPKIN_URL || "http://127.0.0.1:9411",
-			sampleRate: fraction(env, "TRACING_SAMPLE", 1),
+			sample: sampling(env, "TRACING_SAMPLE", { perSecond: 20 }),
 			tracesKept: int(env, "TRACES_KEPT", 500, 1),
 		},
 		jwt: { secret: jwtSecret, generated: jwtGenerated, expiresIn: env.JWT_EXPIRES_IN || "1h" },

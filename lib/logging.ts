@@ -21,21 +21,56 @@ export function currentRequestId(): string | undefined {
 	return scope.getStore();
 }
 
-type Handler = (ctx: Context, ...rest: unknown[]) => unknown;
+type Handler = (ctx: Context, ...rest: unknown[]) => Promise<unknown>;
+interface Logger {
+	debug(...args: unknown[]): void;
+}
+
 const withRequestId = (handler: Handler) =>
 	function requestScoped(ctx: Context, ...rest: unknown[]) {
 		const id = ctx?.requestID;
 		return id ? scope.run(id, handler, ctx, ...rest) : handler(ctx, ...rest);
 	};
 
-/** Runs every handler of this node in the scope of its Context's requestID. */
-export const RequestIdMiddleware = {
-	name: "RequestId",
-	localAction: withRequestId,
-	localEvent: withRequestId,
-	// @moleculer/channels' hook: a consumer's Context carries the requestID of the message.
-	localChannel: withRequestId,
-} as unknown as Middleware;
+/** At debug: a line when each handler starts and ends (inside the scope, so with the requestID). */
+const withDebugLines = (handler: Handler, what: string, logger: Logger) =>
+	async function logged(ctx: Context, ...rest: unknown[]) {
+		logger.debug(`${what} started`);
+		const started = process.hrtime.bigint();
+		try {
+			return await handler(ctx, ...rest);
+		} finally {
+			logger.debug(`${what} finished in ${(Number(process.hrtime.bigint() - started) / 1e6).toFixed(1)} ms`);
+		}
+	};
+
+/**
+ * Runs every handler of this node in the scope of its Context's requestID. At `debug` (decided
+ * when the handlers are wrapped: nothing is checked per call) each handler also logs its start
+ * and end, so a request leaves a line in every service it crosses.
+ */
+export function requestIdMiddleware(logLevel: string): Middleware {
+	const debug = logLevel === "debug" || logLevel === "trace";
+	// A consumer's channel definition names no service: its lines go to the "CHANNELS" module.
+	let fallback: Logger | undefined;
+	const wrap =
+		(kind: string) =>
+		(handler: Handler, def: { name?: string; service?: { logger: Logger } }): Handler => {
+			const logger = def.service?.logger ?? fallback;
+			const inner = debug && logger ? withDebugLines(handler, `${kind} ${def.name}`, logger) : handler;
+			return withRequestId(inner) as Handler;
+		};
+	return {
+		name: "RequestId",
+		created(broker: { getLogger(mod: string): Logger }) {
+			fallback = broker.getLogger("channels");
+		},
+		localAction: wrap("action"),
+		localEvent: wrap("event"),
+		// @moleculer/channels' hook: a consumer's Context carries the requestID of the message.
+		localChannel: wrap("channel"),
+	} as unknown as Middleware;
+}
 
 /** Keys whose values never reach a log line. */
 const SECRET_KEYS = ["password", "token", "secret", "authorization", "cookie", "jwt", "apiKey", "accessToken", "refreshToken"];

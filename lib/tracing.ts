@@ -89,7 +89,7 @@ export function tracingOptions(config: TracingConfig): BrokerOptions["tracing"] 
 		exporters.push({ type: "Zipkin", options: { baseURL: config.zipkinUrl, interval: 5, payloadOptions: { debug: false, shared: false } } });
 	return {
 		enabled: true,
-		sampling: { rate: config.sampleRate },
+		sampling: "perSecond" in config.sample ? { tracesPerSecond: config.sample.perSecond } : { rate: config.sample.rate },
 		// No params, meta or response as tags: they hold passwords and tokens.
 		tags: { action: { params: false, meta: false, response: false }, event: { params: false, meta: false } },
 		events: false,
