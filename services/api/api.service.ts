@@ -8,10 +8,9 @@ import ApiGateway from "moleculer-web";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import { getConfig } from "../../lib/config";
 import { lifecycle } from "../../lib/service";
-import { cacherReady } from "../../lib/cacher";
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from "../../lib/errors";
 import { PrometheusReporter } from "../../lib/prometheus";
-import { LocalAdapter } from "../../lib/channels";
+import { nodeReadiness } from "../../lib/readiness";
 import { toHttpError } from "./http-errors";
 import { buildOpenApi } from "./openapi";
 import { MemoryWindowStore, RedisWindowStore, type WindowStore } from "./rate-limit";
@@ -260,27 +259,9 @@ const ApiService: ServiceSchema<ApiSettings> = {
 			if (over.length > 0) throw new TooManyRequestsError(Math.ceil(Math.max(...over.map(h => h.resetMs)) / 1000));
 		},
 
-		/** What this node depends on: its services' databases, the cacher, the transporter, and a node of every routed service. */
-		async readiness(this: ApiThis) {
-			const checks: Record<string, string> = {};
-			const local = this.broker.services as Array<Service & { isDbReady?: () => Promise<boolean> }>;
-			await Promise.all(
-				local
-					.filter(s => typeof s.isDbReady === "function")
-					.map(async s => {
-						checks[`database:${s.name}`] = (await s.isDbReady!()) ? "up" : "down";
-					}),
-			);
-			if (this.broker.cacher) checks.cacher = cacherReady(this.broker.cacher) ? "up" : "down";
-			if (this.broker.transit) checks.transporter = this.broker.transit.connected ? "up" : "down";
-			// The business events' RabbitMQ connection (lib/channels), where it is configured.
-			const events = this.broker.channelAdapter;
-			if (events && !(events instanceof LocalAdapter)) checks.events = events.connected ? "up" : "down";
-			const available = new Set(
-				(this.broker.registry.getServiceList({ onlyAvailable: true }) as Array<{ name: string }>).map(s => s.name),
-			);
-			for (const name of ROUTED_SERVICES) checks[`service:${name}`] = available.has(name) ? "up" : "down";
-			return { ok: Object.values(checks).every(v => v === "up"), checks };
+		/** What this node depends on (lib/readiness), and a node of every routed service. */
+		readiness(this: ApiThis) {
+			return nodeReadiness(this.broker, ROUTED_SERVICES);
 		},
 
 		sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {

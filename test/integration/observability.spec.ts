@@ -160,3 +160,10 @@ it("follows one order across every node: request id in the logs, one trace with 
 	await waitFor("the dead-letter gauge", async () => (await http(`http://127.0.0.1:${METRICS.notifications}`, "GET", "/metrics")).text.includes('group="notifications"'));
 	expect(await sample(METRICS.notifications, "carsi_dlq_depth", 'group="notifications"')).toBe(0);
 });
+
+it("answers /ready on a node's METRICS_PORT with that node's own dependencies", async () => {
+	const ready = await http(`http://127.0.0.1:${METRICS.orders}`, "GET", "/ready");
+	expect(ready.status).toBe(200);
+	expect(ready.body.checks).toEqual({ "database:orders": "up", cacher: "up", transporter: "up", events: "up" });
+	expect((await http(`http://127.0.0.1:${METRICS.products}`, "GET", "/health")).status).toBe(200);
+});
