@@ -28,7 +28,7 @@ import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type Consum
 import { Adapters } from "@moleculer/channels";
 import { Errors, type LoggerInstance, type ServiceBroker } from "moleculer";
 import { CONSUMER_GROUPS } from "../events";
-import { listAmqpDeadLetters, replayAmqpDeadLetters } from "./amqp-dlq";
+import { amqpDeadLetterDepth, listAmqpDeadLetters, replayAmqpDeadLetters } from "./amqp-dlq";
 import {
 	BROKER_BOOKKEEPING_HEADERS,
 	H,
@@ -698,6 +698,10 @@ export class ConfirmingAmqpAdapter extends AmqpBase implements DeadLetterOps {
 
 	private dlqGroups(group?: string): string[] {
 		return group ? [group] : knownGroups(this.settings.consumerGroups);
+	}
+
+	async deadLetterDepth(group: string): Promise<number> {
+		return amqpDeadLetterDepth(await this.waitConnected(), this.settings.prefix, group);
 	}
 
 	async listDeadLetters(query: DeadLetterQuery = {}): Promise<DeadLetter[]> {

@@ -30,6 +30,11 @@ async function readyCount(conn: ChannelModel, queue: string): Promise<number | n
 	}
 }
 
+/** Messages waiting in a group's dead-letter queue (0 when it does not exist yet). */
+export async function amqpDeadLetterDepth(conn: ChannelModel, prefix: string, group: string): Promise<number> {
+	return (await readyCount(conn, dlqName(group, prefix))) ?? 0;
+}
+
 /**
  * Up to `max` messages of `queue`, delivered (unacknowledged) to a consumer on `ch`; stops when
  * `max` arrived or nothing came for `idleMs`. The caller acknowledges or closes the channel.

@@ -8,14 +8,14 @@ import ApiGateway from "moleculer-web";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import { getConfig } from "../../lib/config";
 import { lifecycle } from "../../lib/service";
-import { cacherReady } from "../../lib/cacher";
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from "../../lib/errors";
 import { PrometheusReporter } from "../../lib/prometheus";
-import { LocalAdapter } from "../../lib/channels";
+import { nodeReadiness } from "../../lib/readiness";
 import { toHttpError } from "./http-errors";
 import { buildOpenApi } from "./openapi";
 import { MemoryWindowStore, RedisWindowStore, type WindowStore } from "./rate-limit";
 import { ROUTES, ROUTE_BY_ACTION, ROUTED_SERVICES } from "./routes";
+import { TracesMixin } from "./traces";
 import packageJson from "../../package.json";
 
 export interface ApiSettings {
@@ -79,9 +79,12 @@ const SECURITY_HEADERS: Record<string, string> = {
 	"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 };
 
+/** What a client's X-Request-Id must look like to be kept (else the request gets a new id). */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{8,64}$/;
+
 const ApiService: ServiceSchema<ApiSettings> = {
 	name: "api",
-	mixins: [ApiGateway],
+	mixins: [ApiGateway, TracesMixin],
 
 	settings: {
 		port: config.port,
@@ -91,6 +94,17 @@ const ApiService: ServiceSchema<ApiSettings> = {
 		trustProxy: config.trustProxy,
 		loginRateLimit: config.loginRateLimit,
 		rateLimitRedisUrl: config.cacher,
+		tracesKept: config.tracing.tracesKept,
+
+		// The root call of each request: an X-Request-Id from the client is kept as the requestID
+		// (and so the traceId) only when it looks like one; probes, metrics scrapes and the trace
+		// console's own reads are not traced (they would bury the traces worth reading).
+		rootCallOptions(this: ApiThis, options: { requestID?: string; parentSpan?: unknown }, req: IncomingMessage) {
+			if (options.requestID !== undefined && !REQUEST_ID.test(options.requestID)) options.requestID = undefined;
+			const url = req.url ?? "";
+			if (!url.startsWith("/api/") || url.startsWith("/api/admin/traces") || url.startsWith("/api/openapi.json"))
+				options.parentSpan = { id: null, traceID: options.requestID ?? this.broker.generateUid(), sampled: false };
+		},
 
 		// Per-request logs cost 40% of the cached-read throughput at `info`: debug only.
 		logRequest: "debug",
@@ -245,27 +259,9 @@ const ApiService: ServiceSchema<ApiSettings> = {
 			if (over.length > 0) throw new TooManyRequestsError(Math.ceil(Math.max(...over.map(h => h.resetMs)) / 1000));
 		},
 
-		/** What this node depends on: its services' databases, the cacher, the transporter, and a node of every routed service. */
-		async readiness(this: ApiThis) {
-			const checks: Record<string, string> = {};
-			const local = this.broker.services as Array<Service & { isDbReady?: () => Promise<boolean> }>;
-			await Promise.all(
-				local
-					.filter(s => typeof s.isDbReady === "function")
-					.map(async s => {
-						checks[`database:${s.name}`] = (await s.isDbReady!()) ? "up" : "down";
-					}),
-			);
-			if (this.broker.cacher) checks.cacher = cacherReady(this.broker.cacher) ? "up" : "down";
-			if (this.broker.transit) checks.transporter = this.broker.transit.connected ? "up" : "down";
-			// The business events' RabbitMQ connection (lib/channels), where it is configured.
-			const events = this.broker.channelAdapter;
-			if (events && !(events instanceof LocalAdapter)) checks.events = events.connected ? "up" : "down";
-			const available = new Set(
-				(this.broker.registry.getServiceList({ onlyAvailable: true }) as Array<{ name: string }>).map(s => s.name),
-			);
-			for (const name of ROUTED_SERVICES) checks[`service:${name}`] = available.has(name) ? "up" : "down";
-			return { ok: Object.values(checks).every(v => v === "up"), checks };
+		/** What this node depends on (lib/readiness), and a node of every routed service. */
+		readiness(this: ApiThis) {
+			return nodeReadiness(this.broker, ROUTED_SERVICES);
 		},
 
 		sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {

@@ -76,7 +76,7 @@ const UsersService: ServiceSchema<UsersSettings> = {
 						const created = await this.model.create({ email, name, role: "customer", passwordHash }, { transaction: t });
 						const registered = this.toPublic(created.get({ plain: true }) as UserRow);
 						const event: UserRegistered = { ...envelope(), user: registered };
-						await this.addToOutbox(t, "user.registered", event, ctx.requestID ?? undefined);
+						await this.addToOutbox(t, "user.registered", event, ctx);
 						return registered;
 					});
 				} catch (err) {
