@@ -196,7 +196,10 @@ async function main(): Promise<number> {
 		say(`requests: ${soak.requests} (${soak.rps.toFixed(0)} req/s), by status { ${statuses.join(", ")} }, without an answer: ${soak.noAnswer}`);
 		say(`p99 per minute: ${soak.p99ByMinute.map((ms, m) => `min ${m + 1}: ${ms} ms`).join(", ")}`);
 		for (const [name, [start, middle, end]] of memory)
-			say(`memory ${name}: ${mb(start)} at start, ${mb(middle ?? 0)} in the middle, ${mb(end)} at the end (${end >= start ? "+" : ""}${mb(end - start)})`);
+		{
+			const growth = Math.round((end - start) / 1024);
+			say(`memory ${name}: ${mb(start)} at start, ${mb(middle ?? 0)} in the middle, ${mb(end)} at the end (${growth >= 0 ? "+" : ""}${growth} MB)`);
+		}
 
 		const errors = [...soak.byStatus.entries()].filter(([s]) => s < 200 || s >= 300).reduce((a, [, n]) => a + n, 0);
 		if (errors > 0) fail(`${errors} answers were not 2xx`);
