@@ -114,7 +114,12 @@ async function drive(url: string, seconds: number, requests: autocannon.Request[
 	const byStatus = new Map<number, number>();
 	const latencies: number[][] = [];
 	const started = Date.now();
-	const instance = autocannon({ url, connections: CONNECTIONS, duration: seconds, requests, ...(rate ? { overallRate: Math.round(rate) } : {}) });
+	const options = { url, connections: CONNECTIONS, duration: seconds, requests, ...(rate ? { overallRate: Math.round(rate) } : {}) };
+	// The callback form answers the instance, whose events give each response's status and latency.
+	let instance!: autocannon.Instance;
+	const finished = new Promise<autocannon.Result>((resolve, reject) => {
+		instance = autocannon(options, (err, result) => (err ? reject(err) : resolve(result)));
+	});
 	let noAnswer = 0;
 	instance.on("response", (_client: unknown, status: number, _bytes: number, ms: number) => {
 		byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
@@ -123,7 +128,7 @@ async function drive(url: string, seconds: number, requests: autocannon.Request[
 	});
 	instance.on("reqError", () => noAnswer++);
 	const tick = onTick ? setInterval(() => onTick((Date.now() - started) / 1000), 1000) : undefined;
-	const result = await instance;
+	const result = await finished;
 	if (tick) clearInterval(tick);
 	const requests_ = [...byStatus.values()].reduce((a, b) => a + b, 0);
 	return { requests: requests_, byStatus, noAnswer: noAnswer + result.timeouts, p99ByMinute: latencies.map(p99), rps: requests_ / seconds };

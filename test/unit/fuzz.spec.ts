@@ -199,7 +199,7 @@ async function check(method: string, path: string, opts: Parameters<typeof http>
 }
 
 const run = (property: fc.IAsyncProperty<any>) => fc.assert(property, { numRuns: RUNS, endOnFailure: true });
-const auth = (token: string | null) => (token ? { authorization: `Bearer ${token}` } : {});
+const auth = (token: string | null): Record<string, string> => (token ? { authorization: `Bearer ${token}` } : {});
 const who = fc.constantFrom<"admin" | "customer" | null>("admin", "customer", null);
 const tokenOf = (w: "admin" | "customer" | null) => (w ? tokens[w] : null);
 const BODY = [400, 401, 403, 404, 409, 413, 422];
