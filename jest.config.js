@@ -1,6 +1,7 @@
 /**
- * Two projects: unit (a broker per file on the embedded defaults) and integration (real
- * PostgreSQL, Redis and RabbitMQ; they fail, never skip, when a server is missing).
+ * Three projects: unit (a broker per file on the embedded defaults), integration (real
+ * PostgreSQL, Redis and RabbitMQ; they fail, never skip, when a server is missing) and faults
+ * (the same servers behind TCP proxies that are cut, and nodes killed with SIGKILL, under load).
  */
 const common = {
 	preset: "ts-jest",
@@ -14,5 +15,6 @@ module.exports = {
 	projects: [
 		{ ...common, displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.spec.ts"] },
 		{ ...common, displayName: "integration", testMatch: ["<rootDir>/test/integration/**/*.spec.ts"], slowTestThreshold: 30 },
+		{ ...common, displayName: "faults", testMatch: ["<rootDir>/test/faults/**/*.spec.ts"], slowTestThreshold: 30 },
 	],
 };

@@ -12,7 +12,7 @@ import { envelope, type Order } from "../../lib/events";
 import { faultPoint } from "../../lib/faults";
 import { countMetric, METRICS } from "../../lib/metrics";
 import { orderLinesParam, page, pageParams } from "../../lib/params";
-import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
+import { DbMixin, isConnectionError, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { OutboxMixin, type OutboxMethods, type OutboxSettings } from "../../mixins/outbox.mixin";
 import {
 	canCancel,
@@ -165,7 +165,11 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 						const winner = await this.findByKey(user.id, key);
 						if (winner) return this.replay(ctx, winner, hash);
 					}
-					await this.release(ctx, orderId);
+					// The connection was lost mid-transaction: the COMMIT may have landed, and releasing
+					// would hand out the stock of a placed order. The sweeper in products decides from
+					// what the orders database holds once it answers (orders.placement).
+					if (isConnectionError(err)) this.logger.warn(`Order ${orderId}: outcome unknown, its reservation is left to the sweeper`);
+					else await this.release(ctx, orderId);
 					throw err;
 				}
 				faultPoint("orders.after-commit");
