@@ -280,6 +280,16 @@ describe("hostile input on every route", () => {
 			),
 		));
 
+	it("GET /admin/traces", () =>
+		run(fc.asyncProperty(who, queryOf({ limit: plausible.pageSize }), (w, q) => check("GET", `/api/admin/traces${q}`, { headers: auth(tokenOf(w)) }, [200, 401, 403, 422]))));
+
+	it("GET /admin/traces/:traceId", () =>
+		run(
+			fc.asyncProperty(who, idSegment(() => "00000000-0000-4000-8000-000000000000"), (w, id) =>
+				check("GET", `/api/admin/traces/${id}`, { headers: auth(tokenOf(w)) }, [401, 403, 404, 422]),
+			),
+		));
+
 	it("malformed and oversized raw bodies on every body route", () =>
 		run(
 			fc.asyncProperty(
@@ -293,7 +303,7 @@ describe("hostile input on every route", () => {
 
 	it("covers every route of the contract", () => {
 		// A new route without a case above fails here.
-		const covered = ["users.register", "users.login", "users.me", "products.list", "products.get", "products.create", "products.update", "products.remove", "orders.create", "orders.list", "orders.get", "orders.cancel", "notifications.list"];
+		const covered = ["users.register", "users.login", "users.me", "products.list", "products.get", "products.create", "products.update", "products.remove", "orders.create", "orders.list", "orders.get", "orders.cancel", "notifications.list", "api.traces", "api.trace"];
 		expect(ROUTES.map(r => r.action).sort()).toEqual(covered.sort());
 	});
 });
