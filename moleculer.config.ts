@@ -4,11 +4,14 @@
  * TRANSPORTER/CACHER/<SERVICE>_DATABASE_URL set: one node of the distributed system.
  */
 import os from "node:os";
-import type { BrokerOptions, Errors } from "moleculer";
+import type { BrokerOptions, Errors, Middleware } from "moleculer";
 import { getConfig } from "./lib/config";
 import { buildCacher } from "./lib/cacher";
 import { PrometheusReporter } from "./lib/prometheus";
 import { buildChannelsMiddleware } from "./lib/channels";
+import { Tracing as ChannelsTracing } from "@moleculer/channels";
+import { loggerOptions, requestIdMiddleware } from "./lib/logging";
+import { tracingOptions } from "./lib/tracing";
 
 const config = getConfig();
 
@@ -40,10 +43,8 @@ const brokerConfig: BrokerOptions = {
 	namespace: config.namespace,
 	nodeID: config.nodeID ?? `${os.hostname()}-${process.pid}`,
 
-	logger: {
-		type: "Console",
-		options: { level: config.logLevel, colors: process.stdout.isTTY, moduleColors: false, formatter: "short" },
-	},
+	// LOG_FORMAT=json: pino, one JSON object a line; pretty: console lines (lib/logging).
+	logger: loggerOptions(config),
 
 	// AMQP is the design's transporter, tuned below; any other URL (nats://, redis://) is handed to
 	// Moleculer as it is (the bench compares them; the events then go to CHANNELS_URL).
@@ -109,6 +110,10 @@ const brokerConfig: BrokerOptions = {
 			retryDelayMs: config.channels.retryDelayMs,
 			dataDir: config.dataDir,
 		}),
+		// A span per consumed event, child of the span that published it (the outbox relay's).
+		ChannelsTracing() as unknown as Middleware,
+		// Every log line written while a request is handled carries its requestID.
+		requestIdMiddleware(config.logLevel),
 	],
 
 	metrics: {
@@ -116,7 +121,8 @@ const brokerConfig: BrokerOptions = {
 		// A reporter instance is accepted by Moleculer (resolve() passes instances through).
 		reporter: [new PrometheusReporter({ port: config.metricsPort ?? null }) as unknown as string],
 	},
-	tracing: { enabled: false },
+	// On unless TRACING=off; spans go to the gateway's collector and TRACING_EXPORTER (lib/tracing).
+	tracing: tracingOptions(config.tracing),
 
 	started(broker) {
 		if (config.jwt.generated)

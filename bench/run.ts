@@ -100,6 +100,7 @@ const FULL_PLAN: Record<ScenarioName, Array<[string, Array<Distribution | "-">]>
 	order: [
 		["base-pg", ["-"]],
 		["embedded", ["-"]],
+		["pg-nocache", ["-"]],
 		["distributed", ["-"]],
 	],
 };

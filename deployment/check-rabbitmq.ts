@@ -9,7 +9,7 @@
  */
 import amqp from "amqplib";
 import { CONSUMER_GROUPS } from "../lib/events";
-import { QUORUM_QUEUE, RETRY_QUEUE, channelName, dlqName, mainQueueName, retryName } from "../lib/channels/names";
+import { QUORUM_QUEUE, RETRY_QUEUE, channelName, dlqName, mainQueueName, mainQueueOptions, retryName } from "../lib/channels/names";
 import definitions from "./rabbitmq/definitions.json";
 
 const PREFIX = "carsi"; // the default NAMESPACE, which the policies' patterns name
@@ -25,7 +25,7 @@ async function main(): Promise<void> {
 		await ch.assertExchange(exchange, "fanout", { durable: true });
 		for (const group of groups) {
 			const main = mainQueueName(group, exchange);
-			await ch.assertQueue(main, QUORUM_QUEUE);
+			await ch.assertQueue(main, mainQueueOptions(group, PREFIX));
 			await ch.bindQueue(main, exchange, "");
 			await ch.assertQueue(retryName(group, PREFIX), RETRY_QUEUE);
 			await ch.assertQueue(dlqName(group, PREFIX), QUORUM_QUEUE);

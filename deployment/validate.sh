@@ -4,7 +4,10 @@
 #
 #   compose     Debian's docker-compose (1.29): `docker-compose config -q` parses and checks the
 #               file against the Compose schema (installed with apt-get when missing)
-#   prometheus  Debian's promtool (package prometheus): `promtool check config`, and the rules
+#   prometheus  Debian's promtool (package prometheus): `promtool check config`, and the rules;
+#               `promtool test rules` runs rules.test.yml (each alert fires when it should)
+#   grafana     deployment/grafana/carsi.json: its structure (deployment/check-grafana.mjs), and
+#               every panel query parsed by promtool (written out as recording rules)
 #   k8s         Debian's kubectl (package kubernetes-client): `kubectl kustomize` renders
 #               deployment/k8s; deployment/check-k8s.mjs checks every object against the
 #               Kubernetes OpenAPI schemas of the npm package kubernetes-models, plus probes,
@@ -68,6 +71,17 @@ step "prometheus: promtool check config"
 promtool="$(debian_tool prometheus)/usr/bin/promtool"
 { "$promtool" --version 2>&1 || true; } | sed -n 1p
 ran prometheus "$promtool" check config deployment/prometheus/prometheus.yml
+ran prometheus-rules "$promtool" test rules deployment/prometheus/rules.test.yml
+
+step "grafana: dashboard JSON, its queries checked by promtool"
+check_grafana() {
+	local rules; rules="$(mktemp --suffix=.yml)"
+	node deployment/check-grafana.mjs deployment/grafana/carsi.json "$rules" && "$promtool" check rules "$rules"
+	local rc=$?
+	rm -f "$rules"
+	return "$rc"
+}
+ran grafana check_grafana
 
 step "k8s: kubectl kustomize + kubernetes-models schemas"
 kubectl="$(debian_tool kubernetes-client)/usr/bin/kubectl"
@@ -121,4 +135,4 @@ if [ "${#failed[@]}" -gt 0 ]; then
 	echo "deployment validation FAILED: ${failed[*]}"
 	exit 1
 fi
-echo "deployment validation: compose, prometheus, k8s, dockerfile, rabbitmq OK"
+echo "deployment validation: compose, prometheus, grafana, k8s, dockerfile, rabbitmq OK"

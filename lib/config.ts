@@ -31,6 +31,9 @@ export interface Config {
 	port: number;
 	metricsPort?: number;
 	logLevel: string;
+	/** LOG_FORMAT: `json` (pino, one object a line) or `pretty` (Moleculer's console lines). */
+	logFormat: "json" | "pretty";
+	tracing: TracingConfig;
 	jwt: { secret: string; generated: boolean; expiresIn: string };
 	admin: { email: string; password?: string; generated: boolean };
 	cors: { origins: string[] | "*" };
@@ -57,6 +60,25 @@ export interface Config {
 	channels: { amqpUrl?: string; maxRetries: number; retryDelayMs: number };
 }
 
+export const TRACING_EXPORTERS = ["none", "console", "zipkin"] as const;
+export type TracingExporterName = (typeof TRACING_EXPORTERS)[number];
+
+export interface TracingConfig {
+	/** TRACING=off turns Moleculer's tracing off on this node (default on). */
+	enabled: boolean;
+	/** TRACING_EXPORTER: where spans go besides the gateway's collector (none, console, zipkin). */
+	exporter: TracingExporterName;
+	/** TRACING_ZIPKIN_URL: the Zipkin (or Jaeger's Zipkin-compatible) collector's base URL. */
+	zipkinUrl: string;
+	/**
+	 * TRACING_SAMPLE: which new traces are recorded (a trace's later spans follow its root's
+	 * decision): `{ rate }`, a share from 0 to 1, or `{ perSecond }`, at most that many a second.
+	 */
+	sample: { rate: number } | { perSecond: number };
+	/** TRACES_KEPT: how many traces the gateway's collector keeps (oldest dropped first). */
+	tracesKept: number;
+}
+
 export class ConfigError extends Error {
 	constructor(message: string) {
 		super(message);
@@ -72,6 +94,35 @@ function int(env: Env, name: string, fallback: number, min = 0): number {
 	const n = Number(raw);
 	if (!Number.isInteger(n) || n < min) throw new ConfigError(`${name} must be an integer >= ${min}, got "${raw}"`);
 	return n;
+}
+
+function fraction(env: Env, name: string, fallback: number): number {
+	const raw = env[name];
+	if (raw === undefined || raw === "") return fallback;
+	const n = Number(raw);
+	if (!Number.isFinite(n) || n < 0 || n > 1) throw new ConfigError(`${name} must be a number from 0 to 1, got "${raw}"`);
+	return n;
+}
+
+/** A share (`0.1`) or a rate per second (`20/s`). */
+function sampling(env: Env, name: string, fallback: TracingConfig["sample"]): TracingConfig["sample"] {
+	const raw = (env[name] ?? "").trim();
+	if (raw === "") return fallback;
+	const perSecond = /^(\d+)\/s$/.exec(raw);
+	if (perSecond && Number(perSecond[1]) > 0) return { perSecond: Number(perSecond[1]) };
+	if (perSecond) throw new ConfigError(`${name} must be a share from 0 to 1 or "<n>/s" with n >= 1, got "${raw}"`);
+	try {
+		return { rate: fraction(env, name, 1) };
+	} catch {
+		throw new ConfigError(`${name} must be a share from 0 to 1 or "<n>/s" with n >= 1, got "${raw}"`);
+	}
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+	const raw = (env[name] ?? "").trim().toLowerCase();
+	if (raw === "") return fallback;
+	if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${env[name]}"`);
+	return raw as T;
 }
 
 function list(raw: string | undefined): string[] {
@@ -141,6 +192,14 @@ export function loadConfig(env: Env = process.env): Config {
 		port: int(env, "PORT", 3000, 0),
 		metricsPort,
 		logLevel: env.LOG_LEVEL || "info",
+		logFormat: oneOf(env, "LOG_FORMAT", ["json", "pretty"] as const, nodeEnv === "production" ? "json" : "pretty"),
+		tracing: {
+			enabled: oneOf(env, "TRACING", ["on", "off"] as const, "on") === "on",
+			exporter: oneOf(env, "TRACING_EXPORTER", TRACING_EXPORTERS, "none"),
+			zipkinUrl: env.TRACING_ZIPKIN_URL || "http://127.0.0.1:9411",
+			sample: sampling(env, "TRACING_SAMPLE", { perSecond: 20 }),
+			tracesKept: int(env, "TRACES_KEPT", 500, 1),
+		},
 		jwt: { secret: jwtSecret, generated: jwtGenerated, expiresIn: env.JWT_EXPIRES_IN || "1h" },
 		admin: {
 			email: (env.ADMIN_EMAIL || "admin@carsi.local").toLowerCase(),

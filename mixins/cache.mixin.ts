@@ -18,6 +18,7 @@
 import { randomUUID } from "node:crypto";
 import type { Context, ServiceSchema, ServiceBroker } from "moleculer";
 import { isSharedCacher } from "../lib/cacher";
+import { countMetric, METRICS } from "../lib/metrics";
 
 export type CacheStatus = "HIT" | "MISS";
 export interface CacheMeta {
@@ -53,6 +54,12 @@ interface CacheThis {
 	invalidateLocally(ids: Array<number | string>): Promise<void>;
 }
 
+/** Tells the caller (X-Cache) and counts it per action (carsi.cache.hits / misses). */
+function markCache(svc: CacheThis, ctx: Context<unknown, CacheMeta>, status: CacheStatus): void {
+	ctx.meta.$cache = status;
+	countMetric(svc.broker, status === "HIT" ? METRICS.cacheHits : METRICS.cacheMisses, { action: ctx.action?.name ?? svc.name });
+}
+
 export const CacheMixin: Partial<ServiceSchema> = {
 	settings: { cacheTtlSeconds: 300, cacheLockTtlMs: 10_000 },
 
@@ -83,12 +90,12 @@ export const CacheMixin: Partial<ServiceSchema> = {
 			const cacher = this.broker.cacher;
 			if (!cacher) {
 				// CACHER=off: every read is a miss.
-				ctx.meta.$cache = "MISS";
+				markCache(this, ctx, "MISS");
 				return load();
 			}
 			const cached = await cacher.get(key);
 			if (cached != null) {
-				ctx.meta.$cache = "HIT";
+				markCache(this, ctx, "HIT");
 				return cached as T;
 			}
 			let unlock: () => Promise<unknown>;
@@ -96,20 +103,20 @@ export const CacheMixin: Partial<ServiceSchema> = {
 				unlock = await cacher.lock(key, this.settings.cacheLockTtlMs);
 			} catch {
 				// The key's lock stayed taken (a stalled fill): answer from the database, cache nothing.
-				ctx.meta.$cache = "MISS";
+				markCache(this, ctx, "MISS");
 				return load();
 			}
 			try {
 				// Another caller may have filled the key while this one waited for the lock.
 				const filled = await cacher.get(key);
 				if (filled != null) {
-					ctx.meta.$cache = "HIT";
+					markCache(this, ctx, "HIT");
 					return filled as T;
 				}
 				const value = await load();
 				// Absent rows are not cached: a 404 stays cheap enough and never outlives a create.
 				if (value != null) await cacher.set(key, value, this.settings.cacheTtlSeconds);
-				ctx.meta.$cache = "MISS";
+				markCache(this, ctx, "MISS");
 				return value;
 			} finally {
 				await unlock();

@@ -6,9 +6,10 @@
  * after restart: at least once from outbox to queue; consumers are idempotent by eventId.
  */
 import { DataTypes, QueryTypes, type Transaction } from "sequelize";
-import type { ServiceSchema } from "moleculer";
+import type { Context, ServiceBroker, ServiceSchema, Span } from "moleculer";
 import type { BusinessEventName, BusinessEvents } from "../lib/events";
 import { lifecycle } from "../lib/service";
+import { METRICS, setMetric } from "../lib/metrics";
 import type { DbMethods, Migration } from "./db.mixin";
 
 /** The outbox table of a service; add it to the service's migrations under a name of its own. */
@@ -34,16 +35,37 @@ export function outboxMigration(name: string): Migration {
 	};
 }
 
+/**
+ * The span that wrote an event: the relay's publish span is its child, so the event's consumers
+ * join the trace of the request that wrote it. Set only for sampled traces.
+ */
+export function outboxTraceMigration(name: string): Migration {
+	return {
+		name,
+		async up(qi) {
+			await qi.addColumn("outbox", "parent_span_id", { type: DataTypes.STRING(64), allowNull: true });
+		},
+		async down(qi) {
+			await qi.removeColumn("outbox", "parent_span_id");
+		},
+	};
+}
+
 export interface OutboxSettings {
 	/** Milliseconds between looks for pending events (the relay is also woken after each commit). */
 	outboxPollMs: number;
 	/** Events published per round, concurrently. */
 	outboxBatch: number;
+	/** Milliseconds between updates of the backlog gauges (carsi.outbox.backlog, .oldest.age). */
+	outboxMetricsMs?: number;
 }
 
 export interface OutboxMethods {
-	/** Writes the event into the outbox within the caller's transaction. */
-	addToOutbox<E extends BusinessEventName>(t: Transaction, event: E, payload: BusinessEvents[E], requestId?: string): Promise<void>;
+	/**
+	 * Writes the event into the outbox within the caller's transaction, with the caller's
+	 * requestID (the trace id) and, when the trace is sampled, its span id.
+	 */
+	addToOutbox<E extends BusinessEventName>(t: Transaction, event: E, payload: BusinessEvents[E], ctx?: Context): Promise<void>;
 	/** Asks the relay to run soon (after a commit). */
 	kickRelay(): void;
 	/** One round: publishes up to a batch of pending events; answers how many were confirmed. */
@@ -57,6 +79,7 @@ interface PendingRow {
 	event: string;
 	payload: string;
 	request_id: string | null;
+	parent_span_id: string | null;
 }
 
 type SendToChannel = (name: string, payload: unknown, opts: Record<string, unknown>) => Promise<unknown>;
@@ -64,20 +87,28 @@ type SendToChannel = (name: string, payload: unknown, opts: Record<string, unkno
 interface OutboxThis extends DbMethods, OutboxMethods {
 	name: string;
 	settings: OutboxSettings;
-	broker: { sendToChannel?: SendToChannel };
+	broker: ServiceBroker & { sendToChannel?: SendToChannel };
 	logger: { warn(...a: unknown[]): void; info(...a: unknown[]): void; debug(...a: unknown[]): void };
-	outbox: { timer?: NodeJS.Timeout; running?: Promise<number>; again: boolean; stopping: boolean; warned: boolean };
+	outbox: { timer?: NodeJS.Timeout; metricsTimer?: NodeJS.Timeout; running?: Promise<number>; again: boolean; stopping: boolean; warned: boolean };
 }
 
 export const OutboxMixin: Partial<ServiceSchema> = {
-	settings: { outboxPollMs: 1000, outboxBatch: 100 },
+	settings: { outboxPollMs: 1000, outboxBatch: 100, outboxMetricsMs: 5000 },
 
 	methods: {
-		async addToOutbox(this: OutboxThis, t: Transaction, event: string, payload: { eventId: string }, requestId?: string) {
+		async addToOutbox(this: OutboxThis, t: Transaction, event: string, payload: { eventId: string }, ctx?: Context) {
+			const parentSpanId = ctx?.tracing ? ((ctx as Context & { span?: Span }).span?.id ?? ctx.id) : null;
 			await this.sequelize.query(
-				"INSERT INTO outbox (event_id, event, payload, request_id, created_at, attempts) VALUES (:id, :event, :payload, :requestId, :now, 0)",
+				"INSERT INTO outbox (event_id, event, payload, request_id, parent_span_id, created_at, attempts) VALUES (:id, :event, :payload, :requestId, :parentSpanId, :now, 0)",
 				{
-					replacements: { id: payload.eventId, event, payload: JSON.stringify(payload), requestId: requestId ?? null, now: new Date() },
+					replacements: {
+						id: payload.eventId,
+						event,
+						payload: JSON.stringify(payload),
+						requestId: ctx?.requestID ?? null,
+						parentSpanId,
+						now: new Date(),
+					},
 					transaction: t,
 					type: QueryTypes.INSERT,
 				},
@@ -101,7 +132,7 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 				return 0;
 			}
 			const pg = this.dbDialect() === "postgres";
-			const select = `SELECT event_id, event, payload, request_id FROM outbox WHERE sent_at IS NULL ORDER BY created_at LIMIT :limit${
+			const select = `SELECT event_id, event, payload, request_id, parent_span_id FROM outbox WHERE sent_at IS NULL ORDER BY created_at LIMIT :limit${
 				// Several nodes of one service relay together: each takes rows no other holds.
 				pg ? " FOR UPDATE SKIP LOCKED" : ""
 			}`;
@@ -113,15 +144,7 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 				})) as PendingRow[];
 				if (rows.length === 0) return 0;
 				// Concurrently: confirms arrive in parallel (one by one, RabbitMQ confirms ~15x fewer).
-				const results = await Promise.allSettled(
-					rows.map(row =>
-						send.call(this.broker, row.event, JSON.parse(row.payload), {
-							messageId: row.event_id,
-							persistent: true,
-							headers: row.request_id ? { $requestID: row.request_id } : undefined,
-						}),
-					),
-				);
+				const results = await Promise.allSettled(rows.map(row => publishRow(this, send, row)));
 				const sent = rows.filter((_, i) => results[i].status === "fulfilled").map(r => r.event_id);
 				const failed = rows.flatMap((row, i) => {
 					const r = results[i];
@@ -163,6 +186,8 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 	started: lifecycle<OutboxThis>(function () {
 		this.outbox.timer = setInterval(() => this.kickRelay(), this.settings.outboxPollMs);
 		this.outbox.timer.unref();
+		this.outbox.metricsTimer = setInterval(() => void reportBacklog(this), this.settings.outboxMetricsMs ?? 5000);
+		this.outbox.metricsTimer.unref();
 		// Events left pending by a crash go out now, not after the first poll.
 		this.kickRelay();
 	}),
@@ -170,9 +195,60 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 	stopped: lifecycle<OutboxThis>(async function () {
 		this.outbox.stopping = true;
 		if (this.outbox.timer) clearInterval(this.outbox.timer);
+		if (this.outbox.metricsTimer) clearInterval(this.outbox.metricsTimer);
 		await this.outbox.running;
 	}),
 };
+
+/** The backlog gauges of this service; a database that does not answer leaves them as they were. */
+async function reportBacklog(svc: OutboxThis): Promise<void> {
+	if (!svc.sequelize || svc.outbox.stopping) return;
+	try {
+		const { pending, oldestAgeMs } = await svc.outboxBacklog();
+		setMetric(svc.broker, METRICS.outboxBacklog, pending, { service: svc.name });
+		setMetric(svc.broker, METRICS.outboxOldestAge, (oldestAgeMs ?? 0) / 1000, { service: svc.name });
+	} catch (err) {
+		svc.logger.debug(`Outbox backlog not measured: ${(err as Error).message}`);
+	}
+}
+
+/**
+ * Publishes one row. With a sampled trace, inside a span that is a child of the span that wrote
+ * the row; the message's headers ($requestID, $parentID, $tracing: what @moleculer/channels puts
+ * there from a Context) make the consumers' spans children of this one.
+ */
+async function publishRow(svc: OutboxThis, send: SendToChannel, row: PendingRow): Promise<unknown> {
+	const broker = svc.broker;
+	const traced = row.request_id && row.parent_span_id && broker.isTracingEnabled();
+	const span = traced
+		? broker.tracer.startSpan(`outbox publish '${row.event}'`, {
+				type: "outbox",
+				traceID: row.request_id,
+				parentID: row.parent_span_id,
+				service: svc as never,
+				sampled: true,
+				tags: { eventId: row.event_id, nodeID: broker.nodeID },
+			})
+		: undefined;
+	const headers: Record<string, string> = {};
+	if (row.request_id) {
+		headers.$requestID = row.request_id;
+		headers.$tracing = String(!!span);
+		if (span) headers.$parentID = span.id;
+	}
+	try {
+		const result = await send.call(broker, row.event, JSON.parse(row.payload), {
+			messageId: row.event_id,
+			persistent: true,
+			headers: row.request_id ? headers : undefined,
+		});
+		span?.finish();
+		return result;
+	} catch (err) {
+		span?.setError(err as Error).finish();
+		throw err;
+	}
+}
 
 /** Runs rounds while there is work: full batches, or a kick that came during a round. */
 async function runRelay(svc: OutboxThis): Promise<void> {

@@ -5,8 +5,8 @@
  * connects, publishes and consumes:
  *
  * a. every message it writes is persistent: the publish, the retry copies, the dead-letter copies;
- * b. before its first publish of a channel the producer declares the exchange and the quorum queue
- *    and binding of every consumer group of CONSUMER_GROUPS (lib/events.ts), so an event published
+ * b. before its first publish of a channel the producer declares the exchange and the quorum queue,
+ *    binding and DLQ of every consumer group of CONSUMER_GROUPS (lib/events.ts), so an event published
  *    before a consumer ever started waits in its queue. Declarations run on a channel of their
  *    own, publishes on a confirm channel of their own; either is reopened when it closes, and the
  *    connection is re-established (and every consumer resubscribed) when it drops;
@@ -18,7 +18,9 @@
  *    TTL dead-letters it back into the main queue (other messages flow meanwhile). After
  *    `maxRetries` attempts the copy goes, confirmed, to the group's dead-letter queue with every
  *    header plus x-original-channel, x-original-group, x-error-message, x-attempts, x-death-time;
- * e. main, retry and dead-letter queues are quorum queues from their first declaration.
+ * e. main, retry and dead-letter queues are quorum queues from their first declaration; a main
+ *    queue dead-letters a message delivered DELIVERY_LIMIT times without being settled (a consumer
+ *    that dies on it) into the group's DLQ (lib/channels/names.ts mainQueueOptions).
  *
  * A message is acknowledged after its handler succeeded (or after its retry or dead-letter copy is
  * confirmed); a consumer that dies holds only unacknowledged messages, which RabbitMQ redelivers.
@@ -28,7 +30,7 @@ import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type Consum
 import { Adapters } from "@moleculer/channels";
 import { Errors, type LoggerInstance, type ServiceBroker } from "moleculer";
 import { CONSUMER_GROUPS } from "../events";
-import { listAmqpDeadLetters, replayAmqpDeadLetters } from "./amqp-dlq";
+import { amqpDeadLetterDepth, listAmqpDeadLetters, replayAmqpDeadLetters } from "./amqp-dlq";
 import {
 	BROKER_BOOKKEEPING_HEADERS,
 	H,
@@ -40,6 +42,7 @@ import {
 	eventOfChannel,
 	knownGroups,
 	mainQueueName,
+	mainQueueOptions,
 	retryName,
 	withoutHeaders,
 } from "./names";
@@ -402,8 +405,10 @@ export class ConfirmingAmqpAdapter extends AmqpBase implements DeadLetterOps {
 				await this.declareExchange(ch, channel);
 				for (const group of this.groupsOf(channel)) {
 					const queue = mainQueueName(group, channel);
-					await this.declareQueue(ch, queue, QUORUM_QUEUE);
+					await this.declareQueue(ch, queue, mainQueueOptions(group, this.settings.prefix));
 					await ch.bindQueue(queue, channel, "");
+					// Where the main queue dead-letters past its delivery limit, before any consumer ran.
+					await this.declareQueue(ch, dlqName(group, this.settings.prefix), QUORUM_QUEUE);
 				}
 			})();
 			const mine = declared;
@@ -422,7 +427,7 @@ export class ConfirmingAmqpAdapter extends AmqpBase implements DeadLetterOps {
 		const main = mainQueueName(chan.group, chan.name);
 		const retry = retryName(chan.group, prefix);
 		await this.declareExchange(ch, chan.name);
-		await this.declareQueue(ch, main, QUORUM_QUEUE);
+		await this.declareQueue(ch, main, mainQueueOptions(chan.group, prefix));
 		await ch.bindQueue(main, chan.name, "");
 		await this.declareExchange(ch, retry);
 		await this.declareQueue(ch, retry, RETRY_QUEUE);
@@ -698,6 +703,10 @@ export class ConfirmingAmqpAdapter extends AmqpBase implements DeadLetterOps {
 
 	private dlqGroups(group?: string): string[] {
 		return group ? [group] : knownGroups(this.settings.consumerGroups);
+	}
+
+	async deadLetterDepth(group: string): Promise<number> {
+		return amqpDeadLetterDepth(await this.waitConnected(), this.settings.prefix, group);
 	}
 
 	async listDeadLetters(query: DeadLetterQuery = {}): Promise<DeadLetter[]> {

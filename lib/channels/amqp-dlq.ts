@@ -30,6 +30,11 @@ async function readyCount(conn: ChannelModel, queue: string): Promise<number | n
 	}
 }
 
+/** Messages waiting in a group's dead-letter queue (0 when it does not exist yet). */
+export async function amqpDeadLetterDepth(conn: ChannelModel, prefix: string, group: string): Promise<number> {
+	return (await readyCount(conn, dlqName(group, prefix))) ?? 0;
+}
+
 /**
  * Up to `max` messages of `queue`, delivered (unacknowledged) to a consumer on `ch`; stops when
  * `max` arrived or nothing came for `idleMs`. The caller acknowledges or closes the channel.
@@ -72,14 +77,18 @@ function plainHeaders(headers: Record<string, unknown> | undefined): Record<stri
 
 export function toDeadLetter(group: string, prefix: string, msg: ConsumeMessage): DeadLetter {
 	const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
-	const channel = String(headers[H.originalChannel] ?? "");
+	// A message RabbitMQ dead-lettered itself (the main queue's delivery limit) carries none of our
+	// headers, only its own: the queue it died in is `${group}.${channel}`, and why.
+	const deathQueue = String(headers["x-first-death-queue"] ?? "");
+	const deathReason = headers["x-first-death-reason"];
+	const channel = String(headers[H.originalChannel] ?? (deathQueue.startsWith(`${group}.`) ? deathQueue.slice(group.length + 1) : ""));
 	return {
 		messageId: msg.properties.messageId ?? null,
 		group: String(headers[H.originalGroup] ?? group),
 		event: eventOfChannel(prefix, channel),
 		channel,
 		attempts: headers[H.attempts] == null ? null : Number(headers[H.attempts]),
-		error: headers[H.errorMessage] == null ? null : String(headers[H.errorMessage]),
+		error: headers[H.errorMessage] != null ? String(headers[H.errorMessage]) : deathReason != null ? `dead-lettered by RabbitMQ: ${String(deathReason)}` : null,
 		deadAt: headers[H.deathTime] == null ? null : String(headers[H.deathTime]),
 		headers: plainHeaders(headers),
 		payload: decodePayload(msg.content),

@@ -141,6 +141,12 @@ export class DeadLetterStore {
 		return this.all<DeadLetterRow>(`SELECT * FROM dead_letters ${w.sql} ORDER BY id LIMIT ?`, [...w.params, f.limit ?? 1000]);
 	}
 
+	async count(group: string): Promise<number> {
+		const w = this.where({ group });
+		const [row] = await this.all<{ n: number }>(`SELECT count(*) AS n FROM dead_letters ${w.sql}`, w.params);
+		return Number(row?.n ?? 0);
+	}
+
 	async remove(id: number): Promise<void> {
 		await this.run("DELETE FROM dead_letters WHERE id = ?", [id]);
 	}

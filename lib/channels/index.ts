@@ -21,6 +21,7 @@ import { ConfirmingAmqpAdapter } from "./amqp-adapter";
 import { deadLetterService } from "./dlq-service";
 import { LocalAdapter } from "./local-adapter";
 import type { SendOptions } from "./types";
+import { METRICS, setMetric } from "../metrics";
 
 export { ConfirmingAmqpAdapter } from "./amqp-adapter";
 export { LocalAdapter, type LocalMessage } from "./local-adapter";
@@ -59,6 +60,8 @@ export interface ChannelsOptions {
 	reconnectDelayMs?: number;
 	/** Register the `$channels` service (dlqList, dlqReplay). Default true. */
 	dlqService?: boolean;
+	/** How often the dead-letter depth of this node's consumer groups is measured (carsi.dlq.depth); 0: never. Default 15 s. */
+	dlqMetricsMs?: number;
 }
 
 /** Values moleculer.config.ts can start from. */
@@ -113,13 +116,42 @@ export function buildChannelsMiddleware(opts: ChannelsOptions): Middleware {
 		channelHandlerTrigger: "emitLocalChannelHandler",
 		context: true,
 	});
+	let dlqTimer: NodeJS.Timeout | undefined;
 	return {
 		...mw,
 		created(broker: ServiceBroker) {
 			mw.created(broker);
 			if (opts.dlqService !== false) broker.createService(deadLetterService(adapter));
 		},
+		async started(broker: ServiceBroker) {
+			await (mw as { started?: (b: ServiceBroker) => unknown }).started?.(broker);
+			const every = opts.dlqMetricsMs ?? 15_000;
+			if (every > 0) {
+				dlqTimer = setInterval(() => void reportDeadLetterDepth(broker, adapter), every);
+				dlqTimer.unref();
+				void reportDeadLetterDepth(broker, adapter);
+			}
+		},
+		async stopped(broker: ServiceBroker) {
+			if (dlqTimer) clearInterval(dlqTimer);
+			await (mw as { stopped?: (b: ServiceBroker) => unknown }).stopped?.(broker);
+		},
 	} as unknown as Middleware;
+}
+
+/** carsi.dlq.depth of every consumer group a service of this node consumes for. */
+async function reportDeadLetterDepth(broker: ServiceBroker, adapter: ChannelAdapter): Promise<void> {
+	const groups = new Set<string>();
+	for (const svc of broker.services)
+		for (const chan of Object.values((svc.schema as { channels?: Record<string, { group?: string }> }).channels ?? {}))
+			if (chan?.group) groups.add(chan.group);
+	for (const group of groups) {
+		try {
+			setMetric(broker, METRICS.dlqDepth, await adapter.deadLetterDepth(group), { group });
+		} catch (err) {
+			broker.getLogger("Channels").debug(`Dead-letter depth of ${group} not measured: ${(err as Error).message}`);
+		}
+	}
 }
 
 /**

@@ -313,6 +313,10 @@ export class LocalAdapter extends Base implements DeadLetterOps {
 		return rowToDeadLetter(row, this.serializer ? buf => this.serializer.deserialize(buf, "") : undefined);
 	}
 
+	deadLetterDepth(group: string): Promise<number> {
+		return this.store.count(group);
+	}
+
 	async listDeadLetters(query: DeadLetterQuery = {}): Promise<DeadLetter[]> {
 		const rows = await this.store.select({ group: query.group, limit: query.limit });
 		return rows.map(r => this.rowToDeadLetter(r));

@@ -41,12 +41,41 @@ export function knownGroups(groups: Record<string, string[]> = CONSUMER_GROUPS):
 }
 
 /**
- * Queue arguments of every business queue (main and dead-letter): quorum from the start, because
- * RabbitMQ refuses to redeclare an existing classic queue as quorum (406 PRECONDITION_FAILED).
- * Quorum queues are replicated and fsync before confirming, and their publisher confirms mean
- * "stored on a majority". On a single node they work the same, with one replica.
+ * Queue arguments of the dead-letter queues, and the base of the main queues': quorum from the
+ * start, because RabbitMQ refuses to redeclare an existing classic queue as quorum (406
+ * PRECONDITION_FAILED). Quorum queues are replicated and fsync before confirming, and their
+ * publisher confirms mean "stored on a majority". On a single node they work the same, with one
+ * replica.
  */
 export const QUORUM_QUEUE = { durable: true, arguments: { "x-queue-type": "quorum" } } as const;
+
+/**
+ * Deliveries of one message by a main queue before RabbitMQ itself dead-letters it. The adapter's
+ * retries never count here (each retry is a new message through the retry queue): only deliveries
+ * that were never settled do, i.e. a consumer that dies or loses its connection on the message,
+ * a poison message that would otherwise be redelivered forever.
+ */
+export const DELIVERY_LIMIT = 20;
+
+/**
+ * A main queue: quorum, with `x-delivery-limit` and the group's DLQ as dead-letter target (through
+ * the default exchange), dead-lettered at least once (confirmed into the DLQ before it is dropped;
+ * that strategy needs `x-overflow: reject-publish`). RabbitMQ refuses a redeclaration with other
+ * arguments (406), so producer, consumer and tools all take them from here.
+ */
+export function mainQueueOptions(group: string, prefix: string) {
+	return {
+		durable: true,
+		arguments: {
+			"x-queue-type": "quorum",
+			"x-delivery-limit": DELIVERY_LIMIT,
+			"x-dead-letter-exchange": "",
+			"x-dead-letter-routing-key": dlqName(group, prefix),
+			"x-dead-letter-strategy": "at-least-once",
+			"x-overflow": "reject-publish",
+		},
+	} as const;
+}
 
 /**
  * The retry queue: quorum too, with at-least-once dead-lettering (RabbitMQ 3.10+), so a copy whose

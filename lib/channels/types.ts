@@ -73,6 +73,8 @@ export interface ReplayResult {
 /** What both adapters offer the `$channels` service and the CLI. */
 export interface DeadLetterOps {
 	listDeadLetters(query?: DeadLetterQuery): Promise<DeadLetter[]>;
+	/** Messages parked in the group's dead-letter queue (or table). */
+	deadLetterDepth(group: string): Promise<number>;
 	replayDeadLetters(query: ReplayQuery): Promise<ReplayResult>;
 }
 

@@ -8,10 +8,9 @@ import ApiGateway from "moleculer-web";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import { getConfig } from "../../lib/config";
 import { lifecycle } from "../../lib/service";
-import { cacherReady } from "../../lib/cacher";
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from "../../lib/errors";
 import { PrometheusReporter } from "../../lib/prometheus";
-import { LocalAdapter } from "../../lib/channels";
+import { nodeReadiness } from "../../lib/readiness";
 import { toHttpError } from "./http-errors";
 import { buildOpenApi } from "./openapi";
 import { MemoryWindowStore, RedisWindowStore, type WindowStore } from "./rate-limit";
@@ -21,6 +20,7 @@ import { NotificationHub } from "./live";
 import { assets, sendVendor } from "./static";
 import { NOTIFICATION_STORED } from "../../lib/events";
 import type { Notification } from "../notifications/model";
+import { TracesMixin } from "./traces";
 import packageJson from "../../package.json";
 
 export interface ApiSettings {
@@ -79,18 +79,32 @@ type ApiThis = Service<ApiSettings> & ApiMethods & { rateStore: WindowStore; ver
 
 const config = getConfig();
 
-/** Headers a JSON API sends on every answer (helmet's defaults that apply to an API). */
-const SECURITY_HEADERS: Record<string, string> = {
+/**
+ * Headers a JSON API sends on every answer: helmet 8's defaults, with the strictest CSP and framing
+ * since nothing here is a page. HSTS is ignored by browsers over plain HTTP and protects the
+ * clients of a TLS-terminating proxy in front of the gateway.
+ */
+export const SECURITY_HEADERS: Record<string, string> = {
 	"X-Content-Type-Options": "nosniff",
 	"X-Frame-Options": "DENY",
 	"Referrer-Policy": "no-referrer",
 	"Cross-Origin-Resource-Policy": "same-origin",
+	"Cross-Origin-Opener-Policy": "same-origin",
 	"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+	"Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+	"Origin-Agent-Cluster": "?1",
+	"X-DNS-Prefetch-Control": "off",
+	"X-Download-Options": "noopen",
+	"X-Permitted-Cross-Domain-Policies": "none",
+	"X-XSS-Protection": "0",
 };
+
+/** What a client's X-Request-Id must look like to be kept (else the request gets a new id). */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{8,64}$/;
 
 const ApiService: ServiceSchema<ApiSettings> = {
 	name: "api",
-	mixins: [ApiGateway],
+	mixins: [ApiGateway, TracesMixin],
 
 	settings: {
 		port: config.port,
@@ -104,6 +118,18 @@ const ApiService: ServiceSchema<ApiSettings> = {
 
 		// The storefront (/) and the operator console (/console): see static.ts.
 		assets,
+		tracesKept: config.tracing.tracesKept,
+
+		// The root call of each request: an X-Request-Id from the client is kept as the requestID
+		// (and so the traceId) only when it looks like one; probes, metrics scrapes, the console's
+		// own reads (/api/admin/*, polled every few seconds) and the notification streams are not
+		// traced (they would bury the traces worth reading).
+		rootCallOptions(this: ApiThis, options: { requestID?: string; parentSpan?: unknown }, req: IncomingMessage) {
+			if (options.requestID !== undefined && !REQUEST_ID.test(options.requestID)) options.requestID = undefined;
+			const url = req.url ?? "";
+			if (!url.startsWith("/api/") || url.startsWith("/api/admin/") || url.startsWith("/api/notifications/stream") || url.startsWith("/api/openapi.json"))
+				options.parentSpan = { id: null, traceID: options.requestID ?? this.broker.generateUid(), sampled: false };
+		},
 
 		// Per-request logs cost 40% of the cached-read throughput at `info`: debug only.
 		logRequest: "debug",
@@ -251,7 +277,12 @@ const ApiService: ServiceSchema<ApiSettings> = {
 			if (!header) return null;
 			const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
 			if (!match) throw new UnauthorizedError("The Authorization header must be 'Bearer <token>'");
-			return ctx.call<AuthUser, { token: string }>("users.resolveToken", { token: match[1] });
+			// A token resolveToken refuses to even look at (e.g. over 4096 characters) is as invalid
+			// as a bad signature: 401, never a 422 about the internals' parameter.
+			return ctx.call<AuthUser, { token: string }>("users.resolveToken", { token: match[1] }).catch((err: { code?: number }) => {
+				if (err?.code === 422) throw new UnauthorizedError("Invalid or expired token");
+				throw err;
+			});
 		},
 
 		/** The access rule of the route table: public, any user, or admins only. */
@@ -287,32 +318,16 @@ const ApiService: ServiceSchema<ApiSettings> = {
 			if (over.length > 0) throw new TooManyRequestsError(Math.ceil(Math.max(...over.map(h => h.resetMs)) / 1000));
 		},
 
-		/** What this node depends on: its services' databases, the cacher, the transporter, and a node of every routed service. */
-		async readiness(this: ApiThis) {
-			const checks: Record<string, string> = {};
-			const local = this.broker.services as Array<Service & { isDbReady?: () => Promise<boolean> }>;
-			await Promise.all(
-				local
-					.filter(s => typeof s.isDbReady === "function")
-					.map(async s => {
-						checks[`database:${s.name}`] = (await s.isDbReady!()) ? "up" : "down";
-					}),
-			);
-			if (this.broker.cacher) checks.cacher = cacherReady(this.broker.cacher) ? "up" : "down";
-			if (this.broker.transit) checks.transporter = this.broker.transit.connected ? "up" : "down";
-			// The business events' RabbitMQ connection (lib/channels), where it is configured.
-			const events = this.broker.channelAdapter;
-			if (events && !(events instanceof LocalAdapter)) checks.events = events.connected ? "up" : "down";
-			const available = new Set(
-				(this.broker.registry.getServiceList({ onlyAvailable: true }) as Array<{ name: string }>).map(s => s.name),
-			);
-			for (const name of ROUTED_SERVICES) checks[`service:${name}`] = available.has(name) ? "up" : "down";
-			return { ok: Object.values(checks).every(v => v === "up"), checks };
+		/** What this node depends on (lib/readiness), and a node of every routed service. */
+		readiness(this: ApiThis) {
+			return nodeReadiness(this.broker, ROUTED_SERVICES);
 		},
 
 		sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
 			if (res.headersSent) return;
-			res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", ...headers });
+			// The security headers again: a body the parser refused (400, 413) fails before the
+			// gateway-wide middleware that sets them has run.
+			res.writeHead(status, { ...SECURITY_HEADERS, "Content-Type": "application/json; charset=utf-8", ...headers });
 			res.end(JSON.stringify(body));
 		},
 	},

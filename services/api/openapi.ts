@@ -100,6 +100,52 @@ const COMPONENTS: Record<string, Schema> = {
 		},
 	},
 	NotificationList: list("Notification"),
+	TraceList: {
+		type: "object",
+		required: ["items"],
+		properties: {
+			items: {
+				type: "array",
+				items: {
+					type: "object",
+					required: ["traceId", "name", "startTime", "duration", "spans"],
+					properties: {
+						traceId: { type: "string", description: "Also the requestID and the X-Request-Id header of the request" },
+						name: { type: "string", description: "The root span's name, e.g. \"POST /api/orders\"" },
+						startTime: { type: "number", description: "Epoch milliseconds of the earliest span" },
+						duration: { type: "number", description: "Milliseconds from the earliest span's start to the latest span's finish" },
+						spans: { type: "integer", minimum: 1 },
+					},
+				},
+			},
+		},
+	},
+	Trace: {
+		type: "object",
+		required: ["traceId", "spans"],
+		properties: {
+			traceId: { type: "string" },
+			spans: {
+				type: "array",
+				items: {
+					type: "object",
+					required: ["id", "parentId", "traceId", "name", "service", "nodeId", "startTime", "finishTime", "duration"],
+					properties: {
+						id: { type: "string" },
+						parentId: { type: "string", nullable: true },
+						traceId: { type: "string" },
+						name: { type: "string" },
+						service: { type: "string", nullable: true },
+						nodeId: { type: "string" },
+						startTime: { type: "number" },
+						finishTime: { type: "number" },
+						duration: { type: "number" },
+						error: { type: "object", properties: { name: { type: "string" }, message: { type: "string" }, code: { type: "integer" }, type: { type: "string" } } },
+					},
+				},
+			},
+		},
+	},
 	Cluster: {
 		type: "object",
 		required: ["nodes"],

@@ -40,6 +40,9 @@ export const ROUTES: RouteSpec[] = [
 	{ method: "GET", path: "/orders/:id", action: "orders.get", access: "user", summary: "One order (owner or admin)", tag: "orders", response: "Order", errors: [401, 404] },
 	{ method: "POST", path: "/orders/:id/cancel", action: "orders.cancel", access: "user", summary: "Cancel a placed order; its stock is released exactly once", tag: "orders", response: "Order", errors: [401, 404, 409] },
 
+	{ method: "GET", path: "/admin/traces", action: "api.traces", access: "admin", summary: "The newest traces kept by this gateway (limit, default 20)", tag: "admin", response: "TraceList", paramsIn: "query", errors: [401, 403] },
+	{ method: "GET", path: "/admin/traces/:traceId", action: "api.trace", access: "admin", summary: "One trace's spans, by start time", tag: "admin", response: "Trace", errors: [401, 403, 404] },
+
 	{ method: "GET", path: "/notifications", action: "notifications.list", access: "user", summary: "The caller's notifications, newest first", tag: "notifications", response: "NotificationList", paramsIn: "query", errors: [401] },
 	{ method: "GET", path: "/notifications/stream", action: "api.notificationStream", access: "user", summary: "The caller's new notifications as Server-Sent Events (`event: notification`, `data`: a Notification), while the connection lasts", tag: "notifications", produces: "text/event-stream", errors: [401] },
 

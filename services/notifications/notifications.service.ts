@@ -20,6 +20,7 @@ import { BUSINESS_EVENTS, NOTIFICATION_STORED, type BusinessEventName, type Busi
 import { lifecycle } from "../../lib/service";
 import { page as listPage, pageParams } from "../../lib/params";
 import { consumer } from "../../lib/channels";
+import { METRICS, observeMetric } from "../../lib/metrics";
 import { DbMixin, plainRow, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { EmailChannel, LogChannel, isPermanentSendError, type NotificationChannel, type Recipient } from "./channels";
 import { composeNotification, type NotificationDraft } from "./messages";
@@ -191,7 +192,12 @@ const NotificationsService: ServiceSchema<NotificationsSettings> = {
 			this.checkEvent(type, payload);
 			const draft = composeNotification(type, payload);
 			const inserted = await this.insertPending(draft, this.deliveryChannels.email ? "email" : "log");
-			if (inserted) return this.deliver(inserted, draft, ctx);
+			if (inserted) {
+				// Lag: from the event to its stored notification (a duplicate delivery stores nothing).
+				const occurred = Date.parse((payload as { occurredAt: string }).occurredAt);
+				if (Number.isFinite(occurred)) observeMetric(this.broker, METRICS.notificationsLag, Math.max(0, new Date(inserted.createdAt).getTime() - occurred) / 1000);
+				return this.deliver(inserted, draft, ctx);
+			}
 			return this.awaitOrTakeOver(draft, ctx);
 		},
 

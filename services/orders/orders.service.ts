@@ -10,8 +10,9 @@ import { getConfig } from "../../lib/config";
 import { NotFoundError, ServiceUnavailableError, UnauthorizedError } from "../../lib/errors";
 import { envelope, type Order } from "../../lib/events";
 import { faultPoint } from "../../lib/faults";
+import { countMetric, METRICS } from "../../lib/metrics";
 import { orderLinesParam, page, pageParams } from "../../lib/params";
-import { DbMixin, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
+import { DbMixin, isConnectionError, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { OutboxMixin, type OutboxMethods, type OutboxSettings } from "../../mixins/outbox.mixin";
 import {
 	canCancel,
@@ -72,6 +73,24 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 		databaseUrl: config.databaseUrls.orders,
 		outboxPollMs: config.outboxPollMs,
 		outboxBatch: 100,
+	},
+
+	hooks: {
+		after: {
+			create(this: OrdersThis, ctx: Context<unknown, OrdersMeta>, order: Order) {
+				// A replay (200) answers an order counted when it was placed.
+				if (ctx.meta.$statusCode !== 200) countMetric(this.broker, METRICS.ordersPlaced);
+				return order;
+			},
+		},
+		error: {
+			create(this: OrdersThis, _ctx: Context, err: Error & { code?: number; type?: string }) {
+				// Refused: what the client is told is its own doing (stock, product, key); a 5xx is a failure.
+				if (typeof err.code === "number" && err.code >= 400 && err.code < 500)
+					countMetric(this.broker, METRICS.ordersRefused, { reason: err.type ?? err.name });
+				throw err;
+			},
+		},
 	},
 
 	actions: {
@@ -137,7 +156,7 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 							},
 							{ transaction: t, silent: true },
 						);
-						await this.addToOutbox(t, "order.created", { ...envelope(), order }, ctx.requestID ?? undefined);
+						await this.addToOutbox(t, "order.created", { ...envelope(), order }, ctx);
 					});
 				} catch (err) {
 					if (err instanceof UniqueConstraintError && key) {
@@ -146,7 +165,11 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 						const winner = await this.findByKey(user.id, key);
 						if (winner) return this.replay(ctx, winner, hash);
 					}
-					await this.release(ctx, orderId);
+					// The connection was lost mid-transaction: the COMMIT may have landed, and releasing
+					// would hand out the stock of a placed order. The sweeper in products decides from
+					// what the orders database holds once it answers (orders.placement).
+					if (isConnectionError(err)) this.logger.warn(`Order ${orderId}: outcome unknown, its reservation is left to the sweeper`);
+					else await this.release(ctx, orderId);
 					throw err;
 				}
 				faultPoint("orders.after-commit");
@@ -201,7 +224,7 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 					if (affected === 0) return null;
 					const row = (await this.model.findByPk(current.id, { raw: true, transaction: t })) as unknown as OrderRow;
 					const order = this.toOrder(row);
-					await this.addToOutbox(t, "order.cancelled", { ...envelope(), order }, ctx.requestID ?? undefined);
+					await this.addToOutbox(t, "order.cancelled", { ...envelope(), order }, ctx);
 					return order;
 				});
 				if (!cancelled) throw new OrderNotCancellableError({ id: current.id, status: "cancelled" });

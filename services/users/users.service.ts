@@ -2,6 +2,7 @@
  * users: owns accounts, password hashes and roles; issues and checks JWTs.
  * Never returns a password hash, never lets a client choose a role, never reads another database.
  */
+import { createSecretKey, type KeyObject } from "node:crypto";
 import jwt from "jsonwebtoken";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import { UniqueConstraintError } from "sequelize";
@@ -35,7 +36,8 @@ interface UsersMethods {
 	findByEmail(email: string): Promise<UserRow | null>;
 	seedAdmin(): Promise<void>;
 }
-type UsersThis = Service<UsersSettings> & DbMethods & OutboxMethods & UsersMethods;
+/** jwtKey: the secret as a KeyObject, made once (see created). */
+type UsersThis = Service<UsersSettings> & DbMethods & OutboxMethods & UsersMethods & { jwtKey: KeyObject };
 
 const config = getConfig();
 
@@ -74,7 +76,7 @@ const UsersService: ServiceSchema<UsersSettings> = {
 						const created = await this.model.create({ email, name, role: "customer", passwordHash }, { transaction: t });
 						const registered = this.toPublic(created.get({ plain: true }) as UserRow);
 						const event: UserRegistered = { ...envelope(), user: registered };
-						await this.addToOutbox(t, "user.registered", event, ctx.requestID ?? undefined);
+						await this.addToOutbox(t, "user.registered", event, ctx);
 						return registered;
 					});
 				} catch (err) {
@@ -121,7 +123,7 @@ const UsersService: ServiceSchema<UsersSettings> = {
 				let sub: string | undefined;
 				try {
 					// Pinning the algorithm refuses `alg: none` and tokens signed with another scheme.
-					const payload = jwt.verify(ctx.params.token, this.settings.jwtSecret, { algorithms: ["HS256"] });
+					const payload = jwt.verify(ctx.params.token, this.jwtKey, { algorithms: ["HS256"] });
 					sub = typeof payload === "object" ? payload.sub : undefined;
 				} catch {
 					throw new UnauthorizedError("Invalid or expired token");
@@ -158,7 +160,7 @@ const UsersService: ServiceSchema<UsersSettings> = {
 		},
 
 		issueToken(this: UsersThis, user: PublicUser): string {
-			return jwt.sign({ role: user.role }, this.settings.jwtSecret, {
+			return jwt.sign({ role: user.role }, this.jwtKey, {
 				algorithm: "HS256",
 				subject: String(user.id),
 				expiresIn: this.settings.jwtExpiresIn as jwt.SignOptions["expiresIn"],
@@ -186,6 +188,13 @@ const UsersService: ServiceSchema<UsersSettings> = {
 			else this.logger.info(`Created the admin ${email}`);
 		},
 	},
+
+	created: lifecycle<UsersThis>(function () {
+		// Given a string, jsonwebtoken first tries it as a PEM public key, fails, and only then makes
+		// a secret key: 1.3 ms of CPU per token, on every authenticated request. A KeyObject made
+		// once verifies in about 21 µs (bench note in the commit).
+		this.jwtKey = createSecretKey(Buffer.from(this.settings.jwtSecret, "utf8"));
+	}),
 
 	started: lifecycle<UsersThis>(async function () {
 		await this.seedAdmin();

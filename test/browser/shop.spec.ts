@@ -7,7 +7,10 @@
  * with the pages, and what the API then holds.
  */
 import { randomUUID } from "node:crypto";
-import type { ServiceBroker } from "moleculer";
+import type { Middleware, ServiceBroker } from "moleculer";
+import { Tracing as ChannelsTracing } from "@moleculer/channels";
+import { tracingOptions } from "../../lib/tracing";
+import { getConfig } from "../../lib/config";
 import type { Page, Request } from "playwright-core";
 import { createNode, gatewayUrl, sqliteUrls, tempDir } from "../support/broker";
 import { http, login } from "../support/http";
@@ -63,6 +66,12 @@ beforeAll(async () => {
 		services: SERVICES,
 		databaseUrls: sqliteUrls(tmp.dir, SERVICES.filter(s => s !== "api")),
 		settings: { users: { admin: ADMIN, outboxPollMs: 100 }, orders: { outboxPollMs: 100 } },
+		// As `npm start` has them: the carsi.* metrics and tracing into the gateway's collector.
+		broker: {
+			metrics: { enabled: true },
+			tracing: tracingOptions({ ...getConfig().tracing, enabled: true, exporter: "none" }),
+		},
+		middlewares: [ChannelsTracing() as unknown as Middleware],
 	});
 	await broker.start();
 	base = gatewayUrl(broker);
@@ -300,6 +309,36 @@ it("lists a dead letter in the console and replays it from there", async () => {
 	await page.getByRole("status").getByText(/Replayed 0, failed 1/).waitFor();
 	const after = await http(base, "GET", "/api/admin/dead-letters", { token: adminToken });
 	expect(after.body.items.filter((d: { messageId: string }) => d.messageId === poison.eventId)).toHaveLength(1);
+	expect(errors).toEqual([]);
+});
+
+it("shows an order's path through the services and the metrics in the console", async () => {
+	const me = await customer("Arda");
+	const placed = await http(base, "POST", "/api/orders", { token: me.token, body: { items: [{ productId: products["TEA-1"].id, quantity: 1 }] } });
+	expect(placed.status).toBe(201);
+	const traceId = placed.headers.get("x-request-id")!;
+
+	const admin = await http(base, "GET", "/api/users/me", { token: adminToken });
+	const { page, errors } = await browser.visitor({ token: adminToken, user: admin.body });
+	await page.goto(`${base}/console#trace=${traceId}`);
+	const timeline = page.locator("ol.timeline");
+	// HTTP → orders → products.reserve → outbox → the event's consumers, filling in as the spans arrive.
+	// (The channel's prefix is the broker's namespace: `carsi` under npm start, a unique one here.)
+	const consumed = /^channel '.+\.order\.created'$/;
+	const path = [/^POST \/api\/orders$/, /^action 'orders\.create'$/, /^action 'products\.reserve'$/, /^outbox publish 'order\.created'$/, consumed];
+	for (const name of path) await timeline.locator("strong", { hasText: name }).first().waitFor(SHOWS_WITHIN);
+	const names = await timeline.locator("li strong").allTextContents();
+	// In call order: each span after its parent, so the publish comes before its consumers.
+	expect(names[0]).toBe("POST /api/orders");
+	expect(names.indexOf("outbox publish 'order.created'")).toBeLessThan(names.findIndex(n => consumed.test(n)));
+	const notificationsSpan = timeline.locator("li").filter({ has: page.locator("strong", { hasText: consumed }) }).filter({ hasText: "notifications on" });
+	await notificationsSpan.waitFor(SHOWS_WITHIN);
+
+	const tile = (label: string) => page.locator(".tile", { hasText: label }).locator(".value");
+	await page.waitForFunction(() => !/^–$/.test(document.querySelector(".tile .value")?.textContent ?? "–"), undefined, SHOWS_WITHIN);
+	expect(Number(await tile("Orders placed").textContent())).toBeGreaterThanOrEqual(1);
+	expect(await tile("Cache hit ratio").textContent()).toMatch(/^\d+\.\d%$/);
+	await screenshot(page, "12-console-order-path");
 	expect(errors).toEqual([]);
 });
 

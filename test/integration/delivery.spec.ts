@@ -5,12 +5,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { requireServers, SERVERS } from "../support/servers";
-import { startProcess, waitStarted, type NodeProcess } from "../support/processes";
+import { QUICK_RECOVERY_ENV, deleteProcessResources, startProcess, waitStarted, type NodeProcess } from "../support/processes";
 import { http, login } from "../support/http";
 import { pgQuery, TestDatabases } from "../support/pg";
-import { cachePrefix, deleteKeysWithPrefix } from "../support/redis";
-import { channelsAmqpResources, deleteAmqpResources, deleteChannelsAmqpResources, moleculerAmqpResources } from "../support/amqp";
-import { CONSUMER_GROUPS } from "../../lib/events";
 import { waitFor } from "../support/wait";
 
 const namespace = `carsi-test-d${randomBytes(4).toString("hex")}`;
@@ -26,15 +23,8 @@ const common = {
 	CACHER: SERVERS.redis,
 	NAMESPACE: namespace,
 	JWT_SECRET: "delivery-test-secret",
-	OUTBOX_POLL_MS: "200",
-	RESERVATION_TTL_MS: "1500",
-	RESERVATION_SWEEP_MS: "300",
-	CHANNEL_RETRY_DELAY_MS: "100",
-	REQUEST_TIMEOUT_MS: "5000",
-	// moleculer-runner reads these broker options from the environment: a killed node is
-	// forgotten after 3 s instead of 15, so no request is routed to it in the next test.
-	HEARTBEATINTERVAL: "1",
-	HEARTBEATTIMEOUT: "3",
+	// A killed node is forgotten after 3 s, so no request is routed to it in the next test.
+	...QUICK_RECOVERY_ENV,
 };
 const env: Record<string, Record<string, string>> = {
 	users: { SERVICES: "users", USERS_DATABASE_URL: dbs.urls.users, ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password },
@@ -82,10 +72,7 @@ beforeAll(async () => {
 afterAll(async () => {
 	await Promise.all([...running.keys()].map(s => stop(s)));
 	await Promise.all(spawned.map(n => n.stop("SIGKILL")));
-	const nodeIDs = spawned.map(n => /Node ID: (\S+)/.exec(n.output())?.[1]).filter((id): id is string => !!id);
-	await deleteAmqpResources(moleculerAmqpResources(namespace, nodeIDs), namespace);
-	await deleteChannelsAmqpResources(channelsAmqpResources(namespace, CONSUMER_GROUPS), namespace);
-	await deleteKeysWithPrefix(cachePrefix(namespace));
+	await deleteProcessResources(namespace, spawned);
 	await dbs.drop();
 }, 60_000);
 

@@ -132,7 +132,7 @@ describe("deployment: compose, Kubernetes manifests and API.md agree", () => {
 		}
 	});
 
-	it("probes the gateway on /health and /ready, and every other node on METRICS_PORT's /metrics", () => {
+	it("probes the gateway on /health and /ready, and every other node on METRICS_PORT's /health and /ready", () => {
 		for (const d of objects.filter(o => o.kind === "Deployment")) {
 			const c = d.spec.template.spec.containers[0];
 			if (d.metadata.name === "api") {
@@ -140,7 +140,7 @@ describe("deployment: compose, Kubernetes manifests and API.md agree", () => {
 				expect(c.ports[0].containerPort).toBe(3000);
 			} else {
 				const port = Number(c.env.find((e: Obj) => e.name === "METRICS_PORT").value);
-				expect([c.livenessProbe.httpGet.path, c.readinessProbe.httpGet.path]).toEqual(["/metrics", "/metrics"]);
+				expect([c.startupProbe.httpGet.path, c.livenessProbe.httpGet.path, c.readinessProbe.httpGet.path]).toEqual(["/health", "/health", "/ready"]);
 				expect(c.ports[0].containerPort).toBe(port);
 			}
 		}
