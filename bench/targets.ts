@@ -271,6 +271,8 @@ export interface OursOptions {
 	cache: "memory" | "redis" | "off";
 	/** SQLite files in a temp DATA_DIR, or a PostgreSQL database per service. */
 	db: "sqlite" | "pg";
+	/** More environment (e.g. TRACING=off for what tracing costs). */
+	env?: Record<string, string>;
 }
 
 /** Every service in one moleculer-runner: the embedded default, or the same on PostgreSQL. */
@@ -297,6 +299,7 @@ export function oneProcess(o: TargetOptions, opts: OursOptions): Target {
 				NAMESPACE: ns,
 				ADMIN_PASSWORD: "bench-admin-password",
 				CACHE_TTL: BENCH_CACHE_TTL,
+				...opts.env,
 				...o.env,
 			};
 			if (opts.cache === "redis") env.CACHER = SERVERS.redis;

@@ -165,6 +165,11 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 			},
 			async handler(this: ProductsThis, ctx: Context<Partial<ProductInput> & { id: number }>) {
 				const { id, ...changes } = ctx.params;
+				// fastest-validator lets an optional field be null; every column here is NOT NULL, so a
+				// null would reach the database and fail there (a 500, found by the fuzzer).
+				const nulls = Object.entries(changes).filter(([, v]) => v === null).map(([field]) => field);
+				if (nulls.length > 0)
+					throw new ValidationFailedError(nulls.map(field => ({ field, message: `The '${field}' field must not be null.` })));
 				if (Object.keys(changes).length === 0)
 					throw new ValidationFailedError([{ field: "body", message: "Give at least one field to change." }]);
 				let affected: number;

@@ -258,6 +258,14 @@ describe("products", () => {
 		expect((await http(base, "PATCH", "/api/products/999999", { body: { stock: 1 }, token: adminToken })).status).toBe(404);
 	});
 
+	it("refuses a PATCH that sets a field to null with 422 naming it, and changes nothing", async () => {
+		const { body: p } = await createProduct({ ...widget, sku: "N-1" });
+		const res = await http(base, "PATCH", `/api/products/${p.id}`, { body: { priceCents: null, stock: 699 }, token: adminToken });
+		expect(res.status).toBe(422);
+		expect(JSON.stringify(res.body)).toContain("priceCents");
+		expect((await http(base, "GET", `/api/products/${p.id}`)).body).toMatchObject({ priceCents: p.priceCents, stock: p.stock });
+	});
+
 	it("lets only admins write the catalog: 401 without a token, 403 for a customer", async () => {
 		const reg = await register("customer@example.com");
 		expect((await http(base, "POST", "/api/products", { body: widget })).status).toBe(401);
