@@ -1,7 +1,9 @@
 /**
- * Three projects: unit (a broker per file on the embedded defaults), integration (real
- * PostgreSQL, Redis and RabbitMQ; they fail, never skip, when a server is missing) and faults
- * (the same servers behind TCP proxies that are cut, and nodes killed with SIGKILL, under load).
+ * Four projects: unit (a broker per file on the embedded defaults), integration (real
+ * PostgreSQL, Redis and RabbitMQ; they fail, never skip, when a server is missing), faults
+ * (the same servers behind TCP proxies that are cut, and nodes killed with SIGKILL, under load)
+ * and browser (the pages in Debian's Chromium through playwright-core; it fails when Chromium is
+ * missing).
  */
 const common = {
 	preset: "ts-jest",
@@ -15,6 +17,7 @@ module.exports = {
 	projects: [
 		{ ...common, displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.spec.ts"] },
 		{ ...common, displayName: "integration", testMatch: ["<rootDir>/test/integration/**/*.spec.ts"], slowTestThreshold: 30 },
+		{ ...common, displayName: "browser", testMatch: ["<rootDir>/test/browser/**/*.spec.ts"], slowTestThreshold: 30 },
 		{ ...common, displayName: "faults", testMatch: ["<rootDir>/test/faults/**/*.spec.ts"], slowTestThreshold: 30 },
 	],
 };

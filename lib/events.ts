@@ -81,3 +81,11 @@ export const CONSUMER_GROUPS: Record<BusinessEventName, string[]> = {
 export function envelope(): EventEnvelope {
 	return { eventId: randomUUID(), occurredAt: new Date().toISOString() };
 }
+
+/**
+ * A Moleculer event (not a business event): notifications broadcasts it with the Notification
+ * once one is stored as sent or failed, and every gateway node pushes it to that user's open
+ * notification streams. Fire and forget: nothing is lost when no page listens, because the list
+ * (GET /api/notifications) is the record.
+ */
+export const NOTIFICATION_STORED = "notifications.stored";

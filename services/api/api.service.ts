@@ -15,6 +15,11 @@ import { toHttpError } from "./http-errors";
 import { buildOpenApi } from "./openapi";
 import { MemoryWindowStore, RedisWindowStore, type WindowStore } from "./rate-limit";
 import { ROUTES, ROUTE_BY_ACTION, ROUTED_SERVICES } from "./routes";
+import { adminActions } from "./admin";
+import { NotificationHub } from "./live";
+import { assets, sendVendor } from "./static";
+import { NOTIFICATION_STORED } from "../../lib/events";
+import type { Notification } from "../notifications/model";
 import { TracesMixin } from "./traces";
 import packageJson from "../../package.json";
 
@@ -27,6 +32,8 @@ export interface ApiSettings {
 	/** Redis URL for the shared rate-limit counters; unset keeps them in this process. */
 	rateLimitRedisUrl?: string;
 	namespace: string;
+	/** The notification streams: a heartbeat comment this often, and the reconnect delay given to clients. */
+	notificationStream: { heartbeatMs: number; retryMs: number };
 	[key: string]: unknown;
 }
 
@@ -39,6 +46,8 @@ interface GatewayMeta {
 	$cache?: "HIT" | "MISS";
 	$statusCode?: number;
 	$location?: string;
+	$responseType?: string;
+	$responseHeaders?: Record<string, string>;
 	idempotencyKey?: string;
 }
 
@@ -66,7 +75,7 @@ interface ApiMethods {
 	readiness(): Promise<{ ok: boolean; checks: Record<string, string> }>;
 	sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string | number>): void;
 }
-type ApiThis = Service<ApiSettings> & ApiMethods & { rateStore: WindowStore; version: string };
+type ApiThis = Service<ApiSettings> & ApiMethods & { rateStore: WindowStore; version: string; hub: NotificationHub };
 
 const config = getConfig();
 
@@ -105,15 +114,20 @@ const ApiService: ServiceSchema<ApiSettings> = {
 		trustProxy: config.trustProxy,
 		loginRateLimit: config.loginRateLimit,
 		rateLimitRedisUrl: config.cacher,
+		notificationStream: { heartbeatMs: 20_000, retryMs: 2_000 },
+
+		// The storefront (/) and the operator console (/console): see static.ts.
+		assets,
 		tracesKept: config.tracing.tracesKept,
 
 		// The root call of each request: an X-Request-Id from the client is kept as the requestID
-		// (and so the traceId) only when it looks like one; probes, metrics scrapes and the trace
-		// console's own reads are not traced (they would bury the traces worth reading).
+		// (and so the traceId) only when it looks like one; probes, metrics scrapes, the console's
+		// own reads (/api/admin/*, polled every few seconds) and the notification streams are not
+		// traced (they would bury the traces worth reading).
 		rootCallOptions(this: ApiThis, options: { requestID?: string; parentSpan?: unknown }, req: IncomingMessage) {
 			if (options.requestID !== undefined && !REQUEST_ID.test(options.requestID)) options.requestID = undefined;
 			const url = req.url ?? "";
-			if (!url.startsWith("/api/") || url.startsWith("/api/admin/traces") || url.startsWith("/api/openapi.json"))
+			if (!url.startsWith("/api/") || url.startsWith("/api/admin/") || url.startsWith("/api/notifications/stream") || url.startsWith("/api/openapi.json"))
 				options.parentSpan = { id: null, traceID: options.requestID ?? this.broker.generateUid(), sampled: false };
 		},
 
@@ -154,6 +168,9 @@ const ApiService: ServiceSchema<ApiSettings> = {
 						) as PrometheusReporter | undefined;
 						res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
 						res.end(reporter ? reporter.render() : "");
+					},
+					"GET vendor/preact-htm.js"(_req: Req, res: ServerResponse) {
+						sendVendor(res);
 					},
 					"GET api/openapi.json"(this: ApiThis, _req: Req, res: ServerResponse) {
 						const paramsOf = (action: string) =>
@@ -225,6 +242,32 @@ const ApiService: ServiceSchema<ApiSettings> = {
 		// The broker's retry policy would run the whole HTTP handler again after a call inside it
 		// failed, on a request whose body is already read: answer the failure instead (503).
 		rest: { retryPolicy: { enabled: false } },
+
+		...adminActions,
+
+		/**
+		 * GET /api/notifications/stream: the caller's new notifications as Server-Sent Events, from
+		 * this node's hub. The readable is piped to the response; closing either ends the other.
+		 */
+		notificationStream: {
+			params: { $$strict: true },
+			handler(this: ApiThis, ctx: Context<unknown, GatewayMeta>) {
+				const user = ctx.meta.user;
+				if (!user) throw new UnauthorizedError();
+				ctx.meta.$responseType = "text/event-stream; charset=utf-8";
+				ctx.meta.$responseHeaders = { "Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no" };
+				return this.hub.open(user.id);
+			},
+		},
+	},
+
+	events: {
+		/** A notification was stored: to its user's open streams on this node (live.ts). */
+		[NOTIFICATION_STORED]: {
+			handler(this: ApiThis, ctx: Context<Notification>) {
+				this.hub.push(ctx.params.userId, "notification", ctx.params);
+			},
+		},
 	},
 
 	methods: {
@@ -291,12 +334,15 @@ const ApiService: ServiceSchema<ApiSettings> = {
 
 	created: lifecycle<ApiThis>(function () {
 		this.version = packageJson.version;
+		this.hub = new NotificationHub(this.settings.notificationStream);
 		this.rateStore = this.settings.rateLimitRedisUrl
 			? new RedisWindowStore(this.settings.rateLimitRedisUrl, `carsi-${this.settings.namespace}-ratelimit:`, this.logger)
 			: new MemoryWindowStore();
 	}),
 
+	// Runs before moleculer-web's own stopped(), whose server.close() waits for open responses.
 	stopped: lifecycle<ApiThis>(async function () {
+		this.hub?.closeAll();
 		await this.rateStore?.close();
 	}),
 };

@@ -146,6 +146,92 @@ const COMPONENTS: Record<string, Schema> = {
 			},
 		},
 	},
+	Cluster: {
+		type: "object",
+		required: ["nodes"],
+		properties: {
+			nodes: {
+				type: "array",
+				items: {
+					type: "object",
+					required: ["id", "available", "local", "services"],
+					properties: {
+						id: { type: "string", description: "The Moleculer node ID" },
+						available: { type: "boolean" },
+						local: { type: "boolean", description: "The node that answered" },
+						hostname: { type: "string", nullable: true },
+						cpu: { type: "number", nullable: true },
+						moleculer: { type: "string", nullable: true },
+						services: { type: "array", items: { type: "string" } },
+					},
+				},
+			},
+		},
+	},
+	ClusterMetrics: {
+		type: "object",
+		required: ["collectedAt", "totals", "nodes"],
+		properties: {
+			collectedAt: { type: "string", format: "date-time" },
+			totals: {
+				type: "object",
+				description: "Sums of the counters over the nodes; for gauges of a shared thing, the largest report per label set. null: no node reports the metric",
+				properties: Object.fromEntries(
+					[
+						"ordersPlaced",
+						"ordersRefused",
+						"cacheHits",
+						"cacheMisses",
+						"cacheHitRatio",
+						"outboxBacklog",
+						"outboxOldestAgeSeconds",
+						"dlqDepth",
+						"notificationLagMeanSeconds",
+					].map(k => [k, { type: "number", nullable: true }]),
+				),
+			},
+			nodes: {
+				type: "array",
+				items: {
+					type: "object",
+					properties: { nodeID: { type: "string" }, metrics: { type: "array", items: { type: "object" } }, error: { type: "string" } },
+				},
+			},
+		},
+	},
+	DeadLetterList: {
+		type: "object",
+		required: ["items"],
+		properties: {
+			items: {
+				type: "array",
+				items: {
+					type: "object",
+					properties: {
+						messageId: { type: "string", nullable: true },
+						group: { type: "string" },
+						event: { type: "string" },
+						attempts: { type: "integer", nullable: true },
+						error: { type: "string", nullable: true },
+						deadAt: { type: "string", format: "date-time", nullable: true },
+						headers: { type: "object" },
+						payload: {},
+					},
+				},
+			},
+		},
+	},
+	ReplayResult: {
+		type: "object",
+		required: ["replayed", "failed"],
+		properties: {
+			replayed: { type: "array", items: { type: "object", properties: { messageId: { type: "string" }, group: { type: "string" }, event: { type: "string" } } } },
+			failed: {
+				type: "array",
+				items: { type: "object", properties: { messageId: { type: "string" }, group: { type: "string" }, event: { type: "string" }, error: { type: "string" } } },
+			},
+		},
+	},
 	Error: error("NOT_FOUND"),
 	ValidationError: {
 		...error("VALIDATION_ERROR"),
@@ -280,7 +366,9 @@ export function buildOpenApi(routes: RouteSpec[], paramsOf: (action: string) => 
 		const responses: Record<string, unknown> = {
 			[okStatus]: route.response
 				? { description: "OK", content: { "application/json": { schema: { $ref: `#/components/schemas/${route.response}` } } } }
-				: { description: "No content" },
+				: route.produces
+					? { description: "A stream", content: { [route.produces]: { schema: { type: "string" } } } }
+					: { description: "No content" },
 		};
 		if (route.action === "orders.create")
 			responses["200"] = { description: "The order first placed with this Idempotency-Key", content: { "application/json": { schema: { $ref: "#/components/schemas/Order" } } } };
@@ -329,7 +417,7 @@ export function buildOpenApi(routes: RouteSpec[], paramsOf: (action: string) => 
 			description: "The HTTP contract of Çarşı (API.md). Money is integer minor units; lists answer { rows, total, page, pageSize, totalPages }.",
 		},
 		servers: [{ url: "/" }],
-		tags: [{ name: "users" }, { name: "products" }, { name: "orders" }, { name: "notifications" }, { name: "operations" }],
+		tags: [{ name: "users" }, { name: "products" }, { name: "orders" }, { name: "notifications" }, { name: "admin" }, { name: "operations" }],
 		paths,
 		components: {
 			schemas: COMPONENTS,

@@ -20,6 +20,8 @@ export interface RouteSpec {
 	paramsIn?: "query" | "body";
 	/** Errors this route answers besides 400/413/422/429/503 that every route may give. */
 	errors?: number[];
+	/** The success body's media type when it is not JSON. */
+	produces?: "text/event-stream";
 }
 
 export const ROUTES: RouteSpec[] = [
@@ -42,9 +44,15 @@ export const ROUTES: RouteSpec[] = [
 	{ method: "GET", path: "/admin/traces/:traceId", action: "api.trace", access: "admin", summary: "One trace's spans, by start time", tag: "admin", response: "Trace", errors: [401, 403, 404] },
 
 	{ method: "GET", path: "/notifications", action: "notifications.list", access: "user", summary: "The caller's notifications, newest first", tag: "notifications", response: "NotificationList", paramsIn: "query", errors: [401] },
+	{ method: "GET", path: "/notifications/stream", action: "api.notificationStream", access: "user", summary: "The caller's new notifications as Server-Sent Events (`event: notification`, `data`: a Notification), while the connection lasts", tag: "notifications", produces: "text/event-stream", errors: [401] },
+
+	{ method: "GET", path: "/admin/cluster", action: "api.adminCluster", access: "admin", summary: "The nodes of the cluster and the services each runs ($node.list)", tag: "admin", response: "Cluster", errors: [401, 403] },
+	{ method: "GET", path: "/admin/metrics", action: "api.adminMetrics", access: "admin", summary: "The carsi.* metrics of every available node ($node.metrics), with totals (null: not reported)", tag: "admin", response: "ClusterMetrics", errors: [401, 403] },
+	{ method: "GET", path: "/admin/dead-letters", action: "api.adminDeadLetters", access: "admin", summary: "Dead-lettered business events ($channels.dlqList)", tag: "admin", response: "DeadLetterList", paramsIn: "query", errors: [401, 403] },
+	{ method: "POST", path: "/admin/dead-letters/replay", action: "api.adminReplayDeadLetter", access: "admin", summary: "Replay one dead letter into its group's queue ($channels.dlqReplay)", tag: "admin", response: "ReplayResult", paramsIn: "body", errors: [401, 403] },
 ];
 
 export const ROUTE_BY_ACTION = new Map(ROUTES.map(r => [r.action, r]));
 
-/** The services the gateway routes to: /ready needs a node of each (api is the gateway itself). */
-export const ROUTED_SERVICES = [...new Set(ROUTES.map(r => r.action.split(".")[0]))].filter(s => s !== "api");
+/** The services the gateway routes to: /ready needs a node of each. */
+export const ROUTED_SERVICES = [...new Set(ROUTES.map(r => r.action.split(".")[0]))].filter(name => name !== "api");

@@ -16,7 +16,7 @@ import type { Context, Service, ServiceSchema } from "moleculer";
 import { Op, QueryTypes, type Model } from "sequelize";
 import { getConfig, maskUrl } from "../../lib/config";
 import { EventDeferredError, InvalidEventError, UnauthorizedError, type FieldError } from "../../lib/errors";
-import { BUSINESS_EVENTS, type BusinessEventName, type BusinessEvents } from "../../lib/events";
+import { BUSINESS_EVENTS, NOTIFICATION_STORED, type BusinessEventName, type BusinessEvents } from "../../lib/events";
 import { lifecycle } from "../../lib/service";
 import { page as listPage, pageParams } from "../../lib/params";
 import { consumer } from "../../lib/channels";
@@ -321,7 +321,13 @@ const NotificationsService: ServiceSchema<NotificationsSettings> = {
 		): Promise<Notification> {
 			const values = { ...changes, lockedUntil: null, sentAt: changes.sentAt ?? null };
 			const [updated] = await this.model.update(values, { where: { id: row.id, status: "pending" } });
-			if (updated === 1) return this.toNotification({ ...row, ...values });
+			if (updated === 1) {
+				const notification = this.toNotification({ ...row, ...values });
+				// Every gateway node pushes it to the user's open streams (GET /api/notifications/stream).
+				// A signal, not a delivery: a page that missed it reads the list when it reconnects.
+				this.broker.broadcast(NOTIFICATION_STORED, notification);
+				return notification;
+			}
 			// Another delivery took it over meanwhile and settled it first: its outcome stands.
 			const current = await this.findByEvent(row.eventId);
 			return this.toNotification(current ?? { ...row, ...values });

@@ -50,6 +50,8 @@ export interface NodeOptions {
 	 * fields given here override; `false` leaves it out.
 	 */
 	channels?: Partial<ChannelsOptions> | false;
+	/** Middlewares after the channels one (e.g. @moleculer/channels' Tracing). */
+	middlewares?: NonNullable<BrokerOptions["middlewares"]>;
 }
 
 export function createNode(opts: NodeOptions): ServiceBroker {
@@ -69,6 +71,7 @@ export function createNode(opts: NodeOptions): ServiceBroker {
 			}),
 		);
 	}
+	middlewares.push(...(opts.middlewares ?? []));
 	const broker = new ServiceBroker({
 		logger: false,
 		namespace,

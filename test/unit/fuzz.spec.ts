@@ -290,6 +290,47 @@ describe("hostile input on every route", () => {
 			),
 		));
 
+	it("GET /admin/cluster and /admin/metrics (no parameters)", () =>
+		run(
+			fc.asyncProperty(who, fc.constantFrom("cluster", "metrics"), queryOf({ page: plausible.page }), (w, what, q) =>
+				check("GET", `/api/admin/${what}${q}`, { headers: auth(tokenOf(w)) }, [200, 401, 403, 422]),
+			),
+		));
+
+	it("GET /admin/dead-letters", () =>
+		run(
+			fc.asyncProperty(who, queryOf({ group: fc.constantFrom("notifications", "products"), limit: plausible.pageSize }), (w, q) =>
+				check("GET", `/api/admin/dead-letters${q}`, { headers: auth(tokenOf(w)) }, [200, 401, 403, 422]),
+			),
+		));
+
+	it("POST /admin/dead-letters/replay", () =>
+		run(
+			fc.asyncProperty(who, bodyOf({ messageId: fc.uuid(), group: fc.constantFrom("notifications", "products") }), (w, body) =>
+				check("POST", "/api/admin/dead-letters/replay", { body, headers: auth(tokenOf(w)) }, [200, ...BODY]),
+			),
+		));
+
+	it("GET /notifications/stream with hostile queries and Authorization headers", () =>
+		run(
+			fc.asyncProperty(fc.oneof(who.map(tokenOf).map(auth), headerValue.map(v => ({ authorization: v }))), queryOf({ page: plausible.page }), async (headers, q) => {
+				// A stream that opens never ends: read its status and headers, then hang up.
+				const controller = new AbortController();
+				const res = await fetch(`${base}/api/notifications/stream${q}`, { headers, signal: controller.signal });
+				inputs++;
+				byStatus.set(res.status, (byStatus.get(res.status) ?? 0) + 1);
+				if (res.status === 200) {
+					expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
+					controller.abort();
+					return;
+				}
+				const text = await res.text();
+				const where = `GET /api/notifications/stream${q.slice(0, 200)} → ${res.status} ${text.slice(0, 300)}`;
+				if (![401, 422, 431].includes(res.status) || LEAKS.test(text)) throw new Error(`unexpected: ${where}`);
+				if (res.status !== 431) expect(JSON.parse(text)).toMatchObject({ code: res.status, type: expect.any(String), message: expect.any(String) });
+			}),
+		));
+
 	it("malformed and oversized raw bodies on every body route", () =>
 		run(
 			fc.asyncProperty(
@@ -303,7 +344,7 @@ describe("hostile input on every route", () => {
 
 	it("covers every route of the contract", () => {
 		// A new route without a case above fails here.
-		const covered = ["users.register", "users.login", "users.me", "products.list", "products.get", "products.create", "products.update", "products.remove", "orders.create", "orders.list", "orders.get", "orders.cancel", "notifications.list", "api.traces", "api.trace"];
+		const covered = ["users.register", "users.login", "users.me", "products.list", "products.get", "products.create", "products.update", "products.remove", "orders.create", "orders.list", "orders.get", "orders.cancel", "notifications.list", "api.traces", "api.trace", "api.adminCluster", "api.adminMetrics", "api.adminDeadLetters", "api.adminReplayDeadLetter", "api.notificationStream"];
 		expect(ROUTES.map(r => r.action).sort()).toEqual(covered.sort());
 	});
 });
