@@ -36,7 +36,8 @@ export const TracesMixin: Partial<ServiceSchema> = {
 			params: { traceId: { type: "string", min: 1, max: 128 }, $$strict: true },
 			handler(this: TracesThis, ctx: Context<{ traceId: string }>) {
 				const trace = this.traceStore.get(ctx.params.traceId);
-				if (!trace) throw new NotFoundError("Trace", ctx.params.traceId);
+				// Not echoed: a trace id is any client-chosen request id, and an answer repeats nothing unchecked.
+				if (!trace) throw new NotFoundError("Trace");
 				return trace;
 			},
 		},

@@ -258,6 +258,16 @@ describe("products", () => {
 		expect((await http(base, "PATCH", "/api/products/999999", { body: { stock: 1 }, token: adminToken })).status).toBe(404);
 	});
 
+	it("refuses text with a NUL character with 422 naming the field, on a query and on a body", async () => {
+		const q = await http(base, "GET", `/api/products?q=${encodeURIComponent("a\u0000b")}`);
+		expect(q.status).toBe(422);
+		expect(JSON.stringify(q.body)).toContain('"q"');
+		const reg = await http(base, "POST", "/api/users/register", { body: { email: "nul@example.com", password: "password-123", name: "N\u0000" } });
+		expect(reg.status).toBe(422);
+		expect(JSON.stringify(reg.body)).toContain('"name"');
+		expect((await http(base, "POST", "/api/users/login", { body: { email: "nul@example.com", password: "password-123" } })).status).toBe(401);
+	});
+
 	it("refuses a PATCH that sets a field to null with 422 naming it, and changes nothing", async () => {
 		const { body: p } = await createProduct({ ...widget, sku: "N-1" });
 		const res = await http(base, "PATCH", `/api/products/${p.id}`, { body: { priceCents: null, stock: 699 }, token: adminToken });
