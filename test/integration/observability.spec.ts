@@ -106,12 +106,14 @@ it("follows one order across every node: request id in the logs, one trace with 
 	let spans: CollectedSpan[] = [];
 	const named = (name: string) => spans.find(s => s.name === name);
 	const consumer = () => spans.find(s => s.name === `channel '${namespace}.order.created'` && s.service === "notifications");
+	// Each node sends its spans on its own one-second timer: wait for every hop, not only the last.
+	const hops = ["POST /api/orders", "action 'orders.create'", "action 'products.reserve'", "outbox publish 'order.created'"];
 	await waitFor(
-		"the order's trace to reach the consumer's span",
+		"the order's trace to hold a span of every hop",
 		async () => {
 			const res = await http(base, "GET", `/api/admin/traces/${requestID}`, { token });
 			spans = res.status === 200 ? res.body.spans : [];
-			return consumer() !== undefined;
+			return consumer() !== undefined && hops.every(h => named(h) !== undefined);
 		},
 		20_000,
 		200,
