@@ -4,6 +4,7 @@
  * and the dead letters with their replay. The data comes from Moleculer's own `$node` service
  * and from `$channels` (lib/channels/dlq-service.ts); nothing here owns state.
  */
+import { METRICS } from "../../lib/metrics";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import type { DeadLetter, DeadLetterQuery, ReplayQuery, ReplayResult } from "../../lib/channels/types";
 
@@ -53,17 +54,6 @@ export interface MetricTotals {
 	notificationLagMeanSeconds: number | null;
 }
 
-/** The contract's metric names (issue 8): a missing one reads as null, never as 0. */
-export const METRICS = {
-	ordersPlaced: "carsi.orders.placed",
-	ordersRefused: "carsi.orders.refused",
-	cacheHits: "carsi.cache.hits",
-	cacheMisses: "carsi.cache.misses",
-	outboxBacklog: "carsi.outbox.backlog",
-	outboxOldestAge: "carsi.outbox.oldest.age",
-	dlqDepth: "carsi.dlq.depth",
-	notificationLag: "carsi.notifications.lag",
-} as const;
 
 type PerNode = Array<{ nodeID: string; metrics: MetricInfo[] }>;
 
@@ -96,7 +86,7 @@ export function totals(perNode: PerNode): MetricTotals {
 	const cacheHits = sumCounter(perNode, METRICS.cacheHits);
 	const cacheMisses = sumCounter(perNode, METRICS.cacheMisses);
 	const reads = (cacheHits ?? 0) + (cacheMisses ?? 0);
-	const lag = valuesOf(perNode, METRICS.notificationLag)?.flat() ?? [];
+	const lag = valuesOf(perNode, METRICS.notificationsLag)?.flat() ?? [];
 	const lagCount = lag.reduce((n, v) => n + (v.count ?? 0), 0);
 	const lagSum = lag.reduce((n, v) => n + (v.sum ?? 0), 0);
 	return {
