@@ -12,6 +12,7 @@ import { buildChannelsMiddleware } from "./lib/channels";
 import { Tracing as ChannelsTracing } from "@moleculer/channels";
 import { loggerOptions, requestIdMiddleware } from "./lib/logging";
 import { tracingOptions } from "./lib/tracing";
+import { callMiddlewares } from "./lib/call-middlewares";
 
 const config = getConfig();
 
@@ -114,7 +115,10 @@ const brokerConfig: BrokerOptions = {
 		ChannelsTracing() as unknown as Middleware,
 		// Every log line written while a request is handled carries its requestID.
 		requestIdMiddleware(config.logLevel),
+		// Moleculer's own per-call middlewares, with lighter tracing and metrics (lib/call-middlewares).
+		...callMiddlewares(),
 	],
+	internalMiddlewares: false,
 
 	metrics: {
 		enabled: true,

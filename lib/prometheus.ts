@@ -10,6 +10,7 @@ import { MetricReporters } from "moleculer";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { MetricRegistry, ServiceBroker } from "moleculer";
 import { nodeReadiness } from "./readiness";
+import { flushCallMetrics } from "./call-middlewares";
 
 export class PrometheusReporter extends MetricReporters.Prometheus {
 	override init(registry: MetricRegistry): void {
@@ -47,8 +48,15 @@ export class PrometheusReporter extends MetricReporters.Prometheus {
 		(MetricReporters.Prometheus.prototype as unknown as { handler(q: IncomingMessage, s: ServerResponse): void }).handler.call(this, req, res);
 	}
 
+	/** The Prometheus text exposition of this node's metrics (what the stock handler serves too). */
+	generatePrometheusResponse(): string {
+		// The stock reporter walks the registry's store: the request counts first (lib/call-middlewares).
+		flushCallMetrics((this as unknown as { registry: object }).registry);
+		return (MetricReporters.Prometheus.prototype as unknown as { generatePrometheusResponse(): string }).generatePrometheusResponse.call(this);
+	}
+
 	/** The Prometheus text exposition of this node's metrics. */
 	render(): string {
-		return (this as unknown as { generatePrometheusResponse(): string }).generatePrometheusResponse();
+		return this.generatePrometheusResponse();
 	}
 }

@@ -1,0 +1,195 @@
+/**
+ * The broker's per-call middlewares, in Moleculer's own order, with two of them lighter on the path
+ * every request takes (a cached read makes two calls: `api.rest` and `products.get`):
+ *
+ * - Tracing: Moleculer's middleware builds a span and its tags for every call, also for the
+ *   calls of a trace that was not sampled, and throws them away. Here a call whose trace is not
+ *   sampled runs without a span; a sampled one goes through Moleculer's middleware unchanged, so
+ *   what the exporters see is the same. A root call decides its sampling as Moleculer does
+ *   (`tracer.shouldSample`), once, and its children inherit the decision through `ctx.tracing`
+ *   (locally and in the packet to another node).
+ * - Metrics: the same metrics under the same names and labels as Moleculer's middleware
+ *   (`moleculer.request.total`, `.active`, `.error.total`, `.time`, `.levels`), the counters
+ *   added up per action and caller and handed to the registry when it is read.
+ *
+ * The rest are Moleculer's, by name. `internalMiddlewares: false` in moleculer.config.ts keeps the
+ * broker from adding its own list a second time.
+ */
+import type { Context, Middleware, ServiceBroker } from "moleculer";
+import { Middlewares, METRIC as TYPED_METRIC } from "moleculer";
+
+type Handler = (ctx: Context) => Promise<unknown>;
+interface ActionDef {
+	name: string;
+	service?: { fullName?: string } | null;
+	tracing?: unknown;
+}
+type MiddlewareObject = Record<string, unknown> & { localAction?: (h: Handler, a: ActionDef) => Handler };
+type Factory = (broker: ServiceBroker) => MiddlewareObject;
+
+// Moleculer's typings list only the metric types; the names are there at run time.
+const METRIC = TYPED_METRIC as unknown as Record<
+	"MOLECULER_REQUEST_TOTAL" | "MOLECULER_REQUEST_ACTIVE" | "MOLECULER_REQUEST_LEVELS" | "MOLECULER_REQUEST_TIME" | "MOLECULER_REQUEST_ERROR_TOTAL",
+	string
+>;
+
+const builtIn = (name: string): Factory => (Middlewares as unknown as Record<string, Factory>)[name];
+
+/** Moleculer's Tracing middleware; its localAction skips the span of a call that is not sampled. */
+export function SampledTracing(broker: ServiceBroker): MiddlewareObject {
+	const inner = builtIn("Tracing").call(broker, broker);
+	const full = inner.localAction;
+	if (!full) return inner;
+	const tracer = broker.tracer as unknown as { shouldSample(span: { priority: number }): boolean };
+	// What shouldSample reads of a span: only its priority (Moleculer's default is 5).
+	const rootSpan = { priority: 5 };
+	return {
+		...inner,
+		localAction(this: unknown, handler: Handler, action: ActionDef): Handler {
+			const traced = full.call(this, handler, action);
+			if (traced === handler) return handler; // tracing switched off for this action
+			return function sampledTracing(ctx: Context): Promise<unknown> {
+				const c = ctx as Context & { tracing: boolean | null };
+				if (c.tracing == null) c.tracing = tracer.shouldSample(rootSpan);
+				return c.tracing ? traced(ctx) : handler(ctx);
+			};
+		},
+	};
+}
+
+/** Each registry's flush of the counts not yet handed to it. */
+const pending = new WeakMap<object, () => void>();
+
+/** Hands the request counts added up so far to `registry` (a no-op without RequestMetrics). */
+export function flushCallMetrics(registry: object): void {
+	pending.get(registry)?.();
+}
+
+interface CallCounts {
+	labels: Record<string, unknown>;
+	/** Calls started, and finished, since the last flush. */
+	started: number;
+	finished: number;
+	levels: Map<number, { labels: Record<string, unknown>; count: number }>;
+}
+
+/**
+ * Moleculer's request metrics, same names, labels and values. Moleculer's middleware updates four
+ * labelled metrics at each call's start and end (each update hashes its labels, a gauge's twice);
+ * here the counters (`.total`, `.active`, `.levels`) add up in plain numbers per action and caller,
+ * and reach the registry whenever it is read (`list()`: the Prometheus text, the console) and once
+ * a second. Each call's duration (`.time`) and error (`.error.total`) are recorded as they happen.
+ */
+export function RequestMetrics(broker: ServiceBroker): MiddlewareObject {
+	const inner = builtIn("Metrics").call(broker, broker);
+	if (!broker.isMetricsEnabled()) return inner;
+	const metrics = broker.metrics;
+	const registry = metrics as unknown as { list(...args: unknown[]): unknown };
+	const all: CallCounts[] = [];
+
+	const flush = () => {
+		for (const c of all) {
+			if (c.started === 0 && c.finished === 0) continue;
+			if (c.started > 0) metrics.increment(METRIC.MOLECULER_REQUEST_TOTAL, c.labels, c.started);
+			metrics.increment(METRIC.MOLECULER_REQUEST_ACTIVE, c.labels, c.started - c.finished);
+			for (const level of c.levels.values())
+				if (level.count > 0) {
+					metrics.increment(METRIC.MOLECULER_REQUEST_LEVELS, level.labels, level.count);
+					level.count = 0;
+				}
+			c.started = c.finished = 0;
+		}
+	};
+	// Whoever reads the registry sees every call so far: list() here, the Prometheus reporter
+	// (which walks the store itself) through flushCallMetrics.
+	pending.set(metrics, flush);
+	const list = registry.list.bind(registry);
+	registry.list = (...args: unknown[]) => {
+		flush();
+		return list(...args);
+	};
+	let timer: NodeJS.Timeout | undefined;
+
+	const wrap = (type: "local" | "remote") =>
+		function (handler: Handler, action: ActionDef): Handler {
+			const service = action.service?.fullName ?? null;
+			const name = action.name;
+			const byCaller = new Map<string | null, CallCounts>();
+			const countsOf = (caller: string | null): CallCounts => {
+				let c = byCaller.get(caller);
+				if (!c) {
+					c = { labels: { service, action: name, caller, type }, started: 0, finished: 0, levels: new Map() };
+					byCaller.set(caller, c);
+					all.push(c);
+				}
+				return c;
+			};
+			return function requestMetrics(ctx: Context): Promise<unknown> {
+				const c = countsOf((ctx as Context & { caller?: string | null }).caller ?? null);
+				c.started++;
+				let level = c.levels.get(ctx.level);
+				if (!level) c.levels.set(ctx.level, (level = { labels: { service, action: name, caller: c.labels.caller, level: ctx.level }, count: 0 }));
+				level.count++;
+				const started = process.hrtime.bigint();
+				const done = () => {
+					c.finished++;
+					metrics.observe(METRIC.MOLECULER_REQUEST_TIME, Number(process.hrtime.bigint() - started) / 1e6, c.labels);
+				};
+				return handler(ctx).then(
+					res => {
+						done();
+						return res;
+					},
+					(err: { name?: string; code?: unknown; type?: unknown } | undefined) => {
+						done();
+						metrics.increment(METRIC.MOLECULER_REQUEST_ERROR_TOTAL, {
+							...c.labels,
+							errorName: err ? err.name : null,
+							errorCode: err ? err.code : null,
+							errorType: err ? err.type : null,
+						});
+						throw err;
+					},
+				);
+			};
+		};
+	return {
+		...inner,
+		localAction: wrap("local"),
+		remoteAction: wrap("remote"),
+		started() {
+			timer = setInterval(flush, 1000);
+			timer.unref();
+		},
+		stopped() {
+			if (timer) clearInterval(timer);
+			flush();
+		},
+	};
+}
+
+/**
+ * Moleculer's internal middlewares in its own order (service-broker.js INTERNAL_MIDDLEWARES), the
+ * tracing and metrics ones replaced by the two above. Registered after the user middlewares, as
+ * the broker would.
+ */
+export function callMiddlewares(): Array<Middleware | string> {
+	return [
+		"ActionHook",
+		"Validator",
+		"Bulkhead",
+		"Cacher",
+		"ContextTracker",
+		"CircuitBreaker",
+		"Timeout",
+		"Retry",
+		"Fallback",
+		"ErrorHandler",
+		SampledTracing as unknown as Middleware,
+		RequestMetrics as unknown as Middleware,
+		"Debounce",
+		"Throttle",
+		// `moleculer-runner --hot` sets the option after this list is made: decided when the broker is.
+		((broker: ServiceBroker) => (broker.options.hotReload ? builtIn("HotReload").call(broker, broker) : null)) as unknown as Middleware,
+	];
+}

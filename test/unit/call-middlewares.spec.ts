@@ -1,0 +1,163 @@
+/**
+ * lib/call-middlewares against Moleculer's own middlewares: the same spans for a sampled trace,
+ * none for one that is not sampled (with the decision and the requestID passed down), and the same
+ * request metrics, names, labels and values, as Moleculer's Metrics middleware records.
+ */
+import { ServiceBroker, TracerExporters, type BrokerOptions, type Context } from "moleculer";
+import { callMiddlewares } from "../../lib/call-middlewares";
+
+interface Finished {
+	name: string;
+	traceID: string;
+	parentID: string | null;
+	sampled: boolean;
+}
+
+/** Every finished span, as the exporters see them. */
+class Collector extends TracerExporters.Base {
+	spans: Finished[] = [];
+	spanFinished(span: Finished): void {
+		this.spans.push({ name: span.name, traceID: span.traceID, parentID: span.parentID ?? null, sampled: span.sampled });
+	}
+}
+
+interface Seen {
+	requestID: string | null;
+	tracing: boolean | null;
+	/** The handler runs inside a span (built, sampled or not). */
+	span: boolean;
+}
+
+function node(ours: boolean, rate: number, collector: Collector, seen: Seen[]): ServiceBroker {
+	const opts: BrokerOptions = {
+		logger: false,
+		metrics: { enabled: true },
+		tracing: { enabled: true, sampling: { rate }, exporter: [collector as never], tags: { action: { params: false, meta: false, response: false } } },
+		...(ours ? { internalMiddlewares: false, middlewares: callMiddlewares() } : {}),
+	};
+	const broker = new ServiceBroker(opts);
+	broker.createService({
+		name: "products",
+		actions: {
+			get: {
+				params: { id: "number" },
+				handler(ctx: Context<{ id: number }>) {
+					seen.push({ requestID: ctx.requestID, tracing: ctx.tracing, span: !!(ctx as Context & { span?: unknown }).span });
+					if (ctx.params.id < 0) return Promise.reject(new Error("no such product"));
+					return { id: ctx.params.id };
+				},
+			},
+		},
+	});
+	broker.createService({
+		name: "api",
+		actions: {
+			rest: {
+				handler(ctx: Context<{ id: number }>) {
+					seen.push({ requestID: ctx.requestID, tracing: ctx.tracing, span: !!(ctx as Context & { span?: unknown }).span });
+					return ctx.call("products.get", { id: ctx.params.id });
+				},
+			},
+		},
+	});
+	return broker;
+}
+
+/** The request metrics of a broker as the Prometheus reporter would read them (registry.list()). */
+function requestMetrics(broker: ServiceBroker) {
+	const list = (broker.metrics as unknown as { list(o: object): Array<{ name: string; values: Array<Record<string, unknown>> }> }).list({
+		includes: "moleculer.request.**",
+	});
+	return list
+		.map(m => ({
+			name: m.name,
+			values: m.values
+				.map(v => ({ labels: v.labels, value: v.value, count: v.count, buckets: v.buckets }))
+				.map(v => (m.name === "moleculer.request.time" ? { labels: v.labels, count: v.count } : v))
+				.sort((a, b) => JSON.stringify(a.labels).localeCompare(JSON.stringify(b.labels))),
+		}))
+		.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+async function drive(broker: ServiceBroker): Promise<void> {
+	for (let i = 1; i <= 25; i++) await broker.call("api.rest", { id: i });
+	await expect(broker.call("api.rest", { id: -1 })).rejects.toThrow("no such product");
+	await expect(broker.call("products.get", { id: "nope" })).rejects.toThrow("Parameters validation error");
+}
+
+describe("per-call tracing", () => {
+	it("gives a sampled trace the spans Moleculer's middleware gives it", async () => {
+		const spansOf = async (ours: boolean) => {
+			const collector = new Collector({});
+			const seen: Seen[] = [];
+			const broker = node(ours, 1, collector, seen);
+			await broker.start();
+			await broker.call("api.rest", { id: 7 }, { requestID: "trace-0001" });
+			await broker.stop();
+			return { spans: collector.spans, seen };
+		};
+		const theirs = await spansOf(false);
+		const ours = await spansOf(true);
+		const shape = (s: Finished[]) => s.map(x => ({ name: x.name, traceID: x.traceID, sampled: x.sampled, root: x.parentID === null }));
+		expect(shape(ours.spans)).toEqual(shape(theirs.spans));
+		expect(shape(ours.spans)).toEqual([
+			{ name: "action 'products.get'", traceID: "trace-0001", sampled: true, root: false },
+			{ name: "action 'api.rest'", traceID: "trace-0001", sampled: true, root: true },
+		]);
+		// The child's parent is the root's span.
+		const [child, root] = ours.spans;
+		expect(child.parentID).not.toBeNull();
+		expect(ours.seen).toEqual([
+			{ requestID: "trace-0001", tracing: true, span: true },
+			{ requestID: "trace-0001", tracing: true, span: true },
+		]);
+		expect(root.traceID).toBe(child.traceID);
+	});
+
+	it("builds no span for a trace that is not sampled and passes the decision down", async () => {
+		const collector = new Collector({});
+		const seen: Seen[] = [];
+		const broker = node(true, 0, collector, seen);
+		await broker.start();
+		try {
+			const answer = await broker.call("api.rest", { id: 3 }, { requestID: "trace-0002" });
+			expect(answer).toEqual({ id: 3 });
+			expect(seen).toEqual([
+				{ requestID: "trace-0002", tracing: false, span: false },
+				{ requestID: "trace-0002", tracing: false, span: false },
+			]);
+			expect(collector.spans).toEqual([]);
+		} finally {
+			await broker.stop();
+		}
+	});
+});
+
+describe("request metrics", () => {
+	it("records the names, labels and values Moleculer's Metrics middleware records", async () => {
+		const metricsOf = async (ours: boolean) => {
+			const broker = node(ours, 0, new Collector({}), []);
+			await broker.start();
+			try {
+				await drive(broker);
+				return requestMetrics(broker);
+			} finally {
+				await broker.stop();
+			}
+		};
+		const theirs = await metricsOf(false);
+		const ours = await metricsOf(true);
+		expect(ours).toEqual(theirs);
+		// And they are what the calls were: 26 through api.rest, 27 products.get (one direct, refused).
+		const total = ours.find(m => m.name === "moleculer.request.total")!.values;
+		expect(total).toEqual(
+			expect.arrayContaining([
+				expect.objectContaining({ labels: { service: "api", action: "api.rest", caller: null, type: "local" }, value: 26 }),
+				expect.objectContaining({ labels: { service: "products", action: "products.get", caller: "api", type: "local" }, value: 26 }),
+				expect.objectContaining({ labels: { service: "products", action: "products.get", caller: null, type: "local" }, value: 1 }),
+			]),
+		);
+		expect(ours.find(m => m.name === "moleculer.request.active")!.values.every(v => v.value === 0)).toBe(true);
+		expect(ours.find(m => m.name === "moleculer.request.error.total")!.values.length).toBeGreaterThan(0);
+	});
+});
