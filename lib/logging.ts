@@ -29,7 +29,9 @@ interface Logger {
 const withRequestId = (handler: Handler) =>
 	function requestScoped(ctx: Context, ...rest: unknown[]) {
 		const id = ctx?.requestID;
-		return id ? scope.run(id, handler, ctx, ...rest) : handler(ctx, ...rest);
+		// A local call inside the same request (api.rest → products.get) is in its scope already.
+		if (!id || scope.getStore() === id) return handler(ctx, ...rest);
+		return scope.run(id, handler, ctx, ...rest);
 	};
 
 /** At debug: a line when each handler starts and ends (inside the scope, so with the requestID). */
