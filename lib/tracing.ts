@@ -151,6 +151,15 @@ export class TraceStore {
 	get(traceId: string): { traceId: string; spans: CollectedSpan[] } | null {
 		const trace = this.traces.get(traceId);
 		if (!trace) return null;
-		return { traceId, spans: [...trace.spans].sort((a, b) => a.startTime - b.startTime) };
+		// Moleculer stamps a span's start in whole milliseconds: a call and the call it makes often
+		// start in the same one. Of two spans started together, the caller comes first.
+		const byId = new Map(trace.spans.map(s => [s.id, s]));
+		const depth = (span: CollectedSpan): number => {
+			let d = 0;
+			for (let p = span.parentId ? byId.get(span.parentId) : undefined; p && d < trace.spans.length; p = p.parentId ? byId.get(p.parentId) : undefined) d++;
+			return d;
+		};
+		const depths = new Map(trace.spans.map(s => [s.id, depth(s)]));
+		return { traceId, spans: [...trace.spans].sort((a, b) => a.startTime - b.startTime || depths.get(a.id)! - depths.get(b.id)!) };
 	}
 }

@@ -154,4 +154,11 @@ describe("TraceStore", () => {
 		expect(store.get("t1")).toBeNull();
 		expect(store.list(1).map(t => t.traceId)).toEqual(["t3"]);
 	});
+
+	it("puts a caller before the calls it made in the same millisecond, whatever order they finished in", () => {
+		const store = new TraceStore(5);
+		// Finished children first, as the exporter sends them; all started at the same millisecond.
+		store.add([span("t", "grandchild", "child", 100), span("t", "child", "root", 100), span("t", "sibling", "root", 101), span("t", "root", null, 100)]);
+		expect(store.get("t")!.spans.map(s => s.id)).toEqual(["root", "child", "grandchild", "sibling"]);
+	});
 });
