@@ -39,3 +39,15 @@ export interface Page<T> {
 export function page<T>(rows: T[], total: number, pageNo: number, pageSize: number): Page<T> {
 	return { rows, total, page: pageNo, pageSize, totalPages: Math.ceil(total / pageSize) };
 }
+
+/**
+ * One page of a list and its total, counting only when the page cannot tell: a page with fewer
+ * rows than its size is the last one (total = the rows before it + its own), a full page or an
+ * empty one past the first needs the count. The common search or short history then costs one
+ * query instead of two (Sequelize's findAndCountAll always counts, over every matching row).
+ */
+export async function countedPage<T>(rows: T[], pageNo: number, pageSize: number, count: () => Promise<number>): Promise<Page<T>> {
+	const last = rows.length < pageSize && (rows.length > 0 || pageNo === 1);
+	const total = last ? (pageNo - 1) * pageSize + rows.length : await count();
+	return page(rows, total, pageNo, pageSize);
+}
