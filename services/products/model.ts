@@ -44,3 +44,11 @@ export const ProductModel: ModelDefinition = {
 	},
 	options: { tableName: "products", timestamps: true },
 };
+
+/**
+ * What the catalog search matches on PostgreSQL: name and description, case-folded, joined by a
+ * unit separator (chr(31)) so that a search text without one never matches across the two. The
+ * trigram index of migration 0004-search-index is on exactly this expression.
+ */
+export const SEARCH_EXPRESSION = "(lower(name) || chr(31) || lower(description))";
+export const SEARCH_SEPARATOR = String.fromCharCode(31);

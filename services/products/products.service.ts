@@ -10,11 +10,11 @@ import { NotFoundError, SkuTakenError, ValidationFailedError } from "../../lib/e
 import { CacheMixin, type CacheMethods, type CacheMeta, type CacheSettings } from "../../mixins/cache.mixin";
 import { DbMixin, plainRow, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { lifecycle } from "../../lib/service";
-import { MAX_INT, orderLinesParam, page as listPage, pageParams } from "../../lib/params";
+import { countedPage, MAX_INT, orderLinesParam, pageParams } from "../../lib/params";
 import { consumer } from "../../lib/channels";
 import type { OrderCancelled, OrderCreated } from "../../lib/events";
 import { migrations } from "./migrations";
-import { ProductModel, type Product, type ProductRow } from "./model";
+import { ProductModel, SEARCH_EXPRESSION, SEARCH_SEPARATOR, type Product, type ProductRow } from "./model";
 import { Reservations, type Reservation, type RequestedLine } from "./reservations";
 
 export type ProductsSettings = DbSettings &
@@ -317,16 +317,20 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 				const escaped = q.replace(/[\\%_]/g, c => `\\${c}`);
 				const pg = this.dbDialect() === "postgres";
 				replacements = { pattern: `%${pg ? escaped.toLowerCase() : escaped}%` };
-				const column = (name: string) => (pg ? `lower(${name})` : name);
-				where.push(
-					this.sequelize.literal(
-						`(${column("name")} LIKE :pattern ESCAPE '\\' OR ${column("description")} LIKE :pattern ESCAPE '\\')`,
-					) as unknown as WhereOptions,
-				);
+				// On PostgreSQL one expression over both columns, served by one trigram index
+				// (migration 0004-search-index); a text holding its separator is matched column by column.
+				const condition =
+					pg && !q.includes(SEARCH_SEPARATOR)
+						? `${SEARCH_EXPRESSION} LIKE :pattern ESCAPE '\\'`
+						: pg
+						? `(lower(name) LIKE :pattern ESCAPE '\\' OR lower(description) LIKE :pattern ESCAPE '\\')`
+						: `(name LIKE :pattern ESCAPE '\\' OR description LIKE :pattern ESCAPE '\\')`;
+				where.push(this.sequelize.literal(condition) as unknown as WhereOptions);
 			}
 			const [column, direction] = SORTS[sort];
-			const { rows, count } = await this.model.findAndCountAll({
-				where: where.length ? { [Op.and]: where } : undefined,
+			const filter = where.length ? { [Op.and]: where } : undefined;
+			const rows = await this.model.findAll({
+				where: filter,
 				order: [
 					[this.sequelize.col(column), direction],
 					["id", direction],
@@ -335,7 +339,7 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 				offset: (page - 1) * pageSize,
 				replacements,
 			});
-			return listPage(rows.map(r => this.toProduct(r)), count, page, pageSize);
+			return countedPage(rows.map(r => this.toProduct(r)), page, pageSize, () => this.model.count({ where: filter, replacements } as Parameters<typeof this.model.count>[0]) as Promise<number>);
 		},
 	},
 
