@@ -14,6 +14,7 @@ import { Umzug, SequelizeStorage } from "umzug";
 import { maskUrl } from "../lib/config";
 import { ServiceUnavailableError } from "../lib/errors";
 import { lifecycle } from "../lib/service";
+import { runSql, type SqlResult } from "../lib/sql";
 
 export interface Migration {
 	name: string;
@@ -42,6 +43,8 @@ export interface DbMethods {
 	isDbReady(): Promise<boolean>;
 	dbDialect(): "postgres" | "sqlite";
 	transaction<T>(fn: (t: Transaction) => Promise<T>): Promise<T>;
+	/** One statement on the driver's connection, `$1`… placeholders (lib/sql.ts): for the hot paths. */
+	sql<R = Record<string, unknown>>(text: string, params?: unknown[], t?: Transaction): Promise<SqlResult<R>>;
 }
 
 /** A row as plain values, whether Sequelize answered a model instance or a raw row. */
@@ -211,6 +214,9 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 			},
 			dbDialect(this: DbMethods): "postgres" | "sqlite" {
 				return this.sequelize.getDialect() === "postgres" ? "postgres" : "sqlite";
+			},
+			sql<R>(this: DbMethods, text: string, params: unknown[] = [], t?: Transaction): Promise<SqlResult<R>> {
+				return runSql<R>(this.sequelize, text, params, t);
 			},
 			transaction<T>(this: DbMethods, fn: (t: Transaction) => Promise<T>): Promise<T> {
 				if (this.dbDialect() !== "sqlite") return this.sequelize.transaction(fn);
