@@ -98,20 +98,10 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 	methods: {
 		async addToOutbox(this: OutboxThis, t: Transaction, event: string, payload: { eventId: string }, ctx?: Context) {
 			const parentSpanId = ctx?.tracing ? ((ctx as Context & { span?: Span }).span?.id ?? ctx.id) : null;
-			await this.sequelize.query(
-				"INSERT INTO outbox (event_id, event, payload, request_id, parent_span_id, created_at, attempts) VALUES (:id, :event, :payload, :requestId, :parentSpanId, :now, 0)",
-				{
-					replacements: {
-						id: payload.eventId,
-						event,
-						payload: JSON.stringify(payload),
-						requestId: ctx?.requestID ?? null,
-						parentSpanId,
-						now: new Date(),
-					},
-					transaction: t,
-					type: QueryTypes.INSERT,
-				},
+			await this.sql(
+				"INSERT INTO outbox (event_id, event, payload, request_id, parent_span_id, created_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, 0)",
+				[payload.eventId, event, JSON.stringify(payload), ctx?.requestID ?? null, parentSpanId, new Date()],
+				t,
 			);
 		},
 
@@ -132,16 +122,12 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 				return 0;
 			}
 			const pg = this.dbDialect() === "postgres";
-			const select = `SELECT event_id, event, payload, request_id, parent_span_id FROM outbox WHERE sent_at IS NULL ORDER BY created_at LIMIT :limit${
+			const select = `SELECT event_id, event, payload, request_id, parent_span_id FROM outbox WHERE sent_at IS NULL ORDER BY created_at LIMIT $1${
 				// Several nodes of one service relay together: each takes rows no other holds.
 				pg ? " FOR UPDATE SKIP LOCKED" : ""
 			}`;
 			const publishBatch = async (t?: Transaction) => {
-				const rows = (await this.sequelize.query(select, {
-					replacements: { limit: this.settings.outboxBatch },
-					type: QueryTypes.SELECT,
-					transaction: t,
-				})) as PendingRow[];
+				const { rows } = await this.sql<PendingRow>(select, [this.settings.outboxBatch], t);
 				if (rows.length === 0) return 0;
 				// Concurrently: confirms arrive in parallel (one by one, RabbitMQ confirms ~15x fewer).
 				const results = await Promise.allSettled(rows.map(row => publishRow(this, send, row)));
@@ -150,16 +136,15 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 					const r = results[i];
 					return r.status === "rejected" ? [{ id: row.event_id, error: String((r.reason as Error)?.message ?? r.reason) }] : [];
 				});
+				// One statement for the batch: $2… are its ids.
 				if (sent.length > 0)
-					await this.sequelize.query("UPDATE outbox SET sent_at = :now, attempts = attempts + 1 WHERE event_id IN (:ids)", {
-						replacements: { now: new Date(), ids: sent },
-						transaction: t,
-					});
+					await this.sql(
+						`UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE event_id IN (${sent.map((_, i) => `$${i + 2}`).join(", ")})`,
+						[new Date(), ...sent],
+						t,
+					);
 				for (const f of failed)
-					await this.sequelize.query("UPDATE outbox SET attempts = attempts + 1, last_error = :error WHERE event_id = :id", {
-						replacements: { id: f.id, error: f.error.slice(0, 1000) },
-						transaction: t,
-					});
+					await this.sql("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE event_id = $1", [f.id, f.error.slice(0, 1000)], t);
 				if (failed.length > 0) this.logger.warn(`${failed.length} outbox event(s) not confirmed, kept for the next round: ${failed[0].error}`);
 				return sent.length;
 			};
