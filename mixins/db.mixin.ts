@@ -14,7 +14,7 @@ import { Umzug, SequelizeStorage } from "umzug";
 import { maskUrl } from "../lib/config";
 import { ServiceUnavailableError } from "../lib/errors";
 import { lifecycle } from "../lib/service";
-import { runSql, type SqlResult } from "../lib/sql";
+import { runSql, runTransaction, type SqlResult } from "../lib/sql";
 
 export interface Migration {
 	name: string;
@@ -218,14 +218,15 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 			sql<R>(this: DbMethods, text: string, params: unknown[] = [], t?: Transaction): Promise<SqlResult<R>> {
 				return runSql<R>(this.sequelize, text, params, t);
 			},
+			/** On the driver's connection (lib/sql.ts runTransaction); `t` works for model calls too. */
 			transaction<T>(this: DbMethods, fn: (t: Transaction) => Promise<T>): Promise<T> {
-				if (this.dbDialect() !== "sqlite") return this.sequelize.transaction(fn);
-				// SQLite has one writer at a time, and Sequelize opens a connection per transaction
-				// whose busy-waits back off in steps of up to 100 ms: under 100 concurrent orders they
-				// time out. Queueing this process's transactions on one file is exact and fast; IMMEDIATE
-				// takes the write lock at BEGIN (a deferred one that read first fails with SQLITE_BUSY
-				// when another wrote meanwhile).
-				return serialize(this.sequelize, () => this.sequelize.transaction({ type: Transaction.TYPES.IMMEDIATE }, fn));
+				if (this.dbDialect() !== "sqlite") return runTransaction(this.sequelize, "BEGIN", fn);
+				// SQLite has one writer at a time, and concurrent transactions busy-wait with back-offs
+				// of up to 100 ms: under 100 concurrent orders they time out. Queueing this process's
+				// transactions on one file (and one connection) is exact and fast; IMMEDIATE takes the
+				// write lock at BEGIN (a deferred one that read first fails with SQLITE_BUSY when
+				// another wrote meanwhile).
+				return serialize(this.sequelize, () => runTransaction(this.sequelize, "BEGIN IMMEDIATE", fn));
 			},
 		},
 		created: lifecycle<{ adapter: unknown; settings: DbSettings; broker: unknown }>(function () {

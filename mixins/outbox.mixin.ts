@@ -150,7 +150,7 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 			};
 			// PostgreSQL holds the row locks while publishing; SQLite has one relay per process (the
 			// `running` guard) and must not hold its single write lock while handlers run.
-			return pg ? this.sequelize.transaction(t => publishBatch(t)) : publishBatch();
+			return pg ? this.transaction(t => publishBatch(t)) : publishBatch();
 		},
 
 		async outboxBacklog(this: OutboxThis) {

@@ -4,7 +4,7 @@
  */
 import { DataTypes, UniqueConstraintError, type Sequelize } from "sequelize";
 import { createSequelize, isConnectionError } from "../../mixins/db.mixin";
-import { runSql } from "../../lib/sql";
+import { runSql, runTransaction } from "../../lib/sql";
 import { tempDir } from "../support/broker";
 
 let tmp: ReturnType<typeof tempDir>;
@@ -45,4 +45,36 @@ it("throws Sequelize's UniqueConstraintError for a duplicate key, and no connect
 	const err = await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["dup"]).catch((e: Error) => e);
 	expect(err).toBeInstanceOf(UniqueConstraintError);
 	expect(isConnectionError(err)).toBe(false);
+});
+
+describe("runTransaction", () => {
+	const ids = async () => (await runSql<{ id: string }>(db, "SELECT id FROM things WHERE id LIKE 'tx-%' ORDER BY id", [])).rows.map(r => r.id);
+
+	it("commits the statements and the model calls made with its transaction together", async () => {
+		await runTransaction(db, "BEGIN IMMEDIATE", async t => {
+			await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-a"], t);
+			await db.model("thing").create({ id: "tx-b" }, { transaction: t });
+		});
+		expect(await ids()).toEqual(["tx-a", "tx-b"]);
+	});
+
+	it("rolls every one back when the work throws, and answers the error", async () => {
+		const err = await runTransaction(db, "BEGIN IMMEDIATE", async t => {
+			await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-c"], t);
+			await db.model("thing").create({ id: "tx-d" }, { transaction: t });
+			await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-a"], t);
+		}).catch((e: Error) => e);
+		expect(err).toBeInstanceOf(UniqueConstraintError);
+		expect(await ids()).toEqual(["tx-a", "tx-b"]);
+	});
+
+	it("refuses a statement on a transaction that has ended", async () => {
+		let done: import("sequelize").Transaction | undefined;
+		await runTransaction(db, "BEGIN IMMEDIATE", async t => {
+			done = t;
+		});
+		await expect(db.model("thing").create({ id: "tx-late" }, { transaction: done })).rejects.toThrow(/commit has been called/);
+		await expect(runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-late"], done)).rejects.toThrow(/commit has been called/);
+		expect(await ids()).toEqual(["tx-a", "tx-b"]);
+	});
 });
