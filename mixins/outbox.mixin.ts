@@ -66,6 +66,13 @@ export interface OutboxMethods {
 	 * requestID (the trace id) and, when the trace is sampled, its span id.
 	 */
 	addToOutbox<E extends BusinessEventName>(t: Transaction, event: E, payload: BusinessEvents[E], ctx?: Context): Promise<void>;
+	/**
+	 * A change (one INSERT, UPDATE or DELETE, `$1`… placeholders) and its event, committed together.
+	 * On PostgreSQL one statement: the change as a data-modifying WITH, the outbox row as the main
+	 * INSERT. A single statement is atomic, so no BEGIN and COMMIT round trips. Elsewhere, the two
+	 * statements in one transaction. The change's errors (a unique violation…) come back as they are.
+	 */
+	writeWithEvent<E extends BusinessEventName>(change: { text: string; params: unknown[] }, event: E, payload: BusinessEvents[E], ctx?: Context): Promise<void>;
 	/** Asks the relay to run soon (after a commit). */
 	kickRelay(): void;
 	/** One round: publishes up to a batch of pending events; answers how many were confirmed. */
@@ -80,6 +87,18 @@ interface PendingRow {
 	payload: string;
 	request_id: string | null;
 	parent_span_id: string | null;
+}
+
+/** The outbox row's INSERT, its placeholders numbered from `first`. */
+function outboxInsert(first: number): string {
+	const [id, event, payload, requestId, parentSpanId, now] = [0, 1, 2, 3, 4, 5].map(i => `$${first + i}`);
+	return `INSERT INTO outbox (event_id, event, payload, request_id, parent_span_id, created_at, attempts) VALUES (${id}, ${event}, ${payload}, ${requestId}, ${parentSpanId}, ${now}, 0)`;
+}
+
+/** The row's values, with the writer's requestID (the trace id) and, for a sampled trace, its span id. */
+function outboxParams(event: string, payload: { eventId: string }, ctx?: Context): unknown[] {
+	const parentSpanId = ctx?.tracing ? ((ctx as Context & { span?: Span }).span?.id ?? ctx.id) : null;
+	return [payload.eventId, event, JSON.stringify(payload), ctx?.requestID ?? null, parentSpanId, new Date()];
 }
 
 type SendToChannel = (name: string, payload: unknown, opts: Record<string, unknown>) => Promise<unknown>;
@@ -97,12 +116,18 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 
 	methods: {
 		async addToOutbox(this: OutboxThis, t: Transaction, event: string, payload: { eventId: string }, ctx?: Context) {
-			const parentSpanId = ctx?.tracing ? ((ctx as Context & { span?: Span }).span?.id ?? ctx.id) : null;
-			await this.sql(
-				"INSERT INTO outbox (event_id, event, payload, request_id, parent_span_id, created_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, 0)",
-				[payload.eventId, event, JSON.stringify(payload), ctx?.requestID ?? null, parentSpanId, new Date()],
-				t,
-			);
+			await this.sql(outboxInsert(1), outboxParams(event, payload, ctx), t);
+		},
+
+		async writeWithEvent(this: OutboxThis, change: { text: string; params: unknown[] }, event: string, payload: { eventId: string }, ctx?: Context) {
+			if (this.dbDialect() === "postgres") {
+				await this.sql(`WITH written AS (${change.text}) ${outboxInsert(change.params.length + 1)}`, [...change.params, ...outboxParams(event, payload, ctx)]);
+				return;
+			}
+			await this.transaction(async t => {
+				await this.sql(change.text, change.params, t);
+				await this.addToOutbox(t, event as BusinessEventName, payload as never, ctx);
+			});
 		},
 
 		kickRelay(this: OutboxThis) {

@@ -52,7 +52,7 @@ interface OrdersMethods {
 	findOrder(id: string): Promise<Order | null>;
 	findVisible(ctx: Context<unknown, OrdersMeta>, id: string): Promise<Order>;
 	findByKey(userId: number, key: string): Promise<OrderRow | null>;
-	insertOrder(t: Transaction, order: Order, key: string | undefined, hash: string): Promise<void>;
+	placeOrder(ctx: Context, order: Order, key: string | undefined, hash: string): Promise<void>;
 	replay(ctx: Context<unknown, OrdersMeta>, row: OrderRow, hash: string): Order;
 	release(ctx: Context, orderId: string): Promise<void>;
 }
@@ -141,10 +141,7 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 					updatedAt: now.toISOString(),
 				};
 				try {
-					await this.transaction(async (t: Transaction) => {
-						await this.insertOrder(t, order, key, hash);
-						await this.addToOutbox(t, "order.created", { ...envelope(), order }, ctx);
-					});
+					await this.placeOrder(ctx, order, key, hash);
 				} catch (err) {
 					if (err instanceof UniqueConstraintError && key) {
 						// A concurrent request with the same key committed first; it holds the same
@@ -265,14 +262,17 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 			return rows[0] ?? null;
 		},
 
-		/** The order's row; a second one for the same id, or the same user and key, fails on its unique index. */
-		async insertOrder(this: OrdersThis, t: Transaction, order: Order, key: string | undefined, hash: string): Promise<void> {
-			await this.sql(
-				`INSERT INTO orders (id, user_id, status, items, total_cents, currency, idempotency_key, request_hash, created_at, updated_at)
+		/**
+		 * The order's row and its order.created, committed together. A second row for the same id,
+		 * or the same user and key, fails on its unique index (UniqueConstraintError).
+		 */
+		async placeOrder(this: OrdersThis, ctx: Context, order: Order, key: string | undefined, hash: string): Promise<void> {
+			const row = {
+				text: `INSERT INTO orders (id, user_id, status, items, total_cents, currency, idempotency_key, request_hash, created_at, updated_at)
 				 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
-				[order.id, order.userId, order.status, JSON.stringify(order.items), order.totalCents, order.currency, key ?? null, key ? hash : null, new Date(order.createdAt)],
-				t,
-			);
+				params: [order.id, order.userId, order.status, JSON.stringify(order.items), order.totalCents, order.currency, key ?? null, key ? hash : null, new Date(order.createdAt)],
+			};
+			await this.writeWithEvent(row, "order.created", { ...envelope(), order }, ctx);
 		},
 
 		/** The same key and body: the first order, with 200. Another body: 409. */
