@@ -35,6 +35,34 @@ export function reservationCases(context: () => { broker: ServiceBroker }): void
 		expect(await stockOf(a)).toBe(10);
 	});
 
+	it("refuses a single line short of stock with 409, a missing product with 404, and takes nothing", async () => {
+		const a = await product(2);
+		const orderId = randomUUID();
+		await expect(call("reserve", { orderId, items: [{ productId: a, quantity: 3 }] })).rejects.toMatchObject({ code: 409, type: "OUT_OF_STOCK" });
+		await expect(call("reserve", { orderId, items: [{ productId: 999_999, quantity: 1 }] })).rejects.toMatchObject({ code: 404 });
+		expect(await stockOf(a)).toBe(2);
+		expect(await reservations().find(orderId)).toBeNull();
+		expect((await call("reserve", { orderId, items: [{ productId: a, quantity: 2 }] })).status).toBe("held");
+		expect(await stockOf(a)).toBe(0);
+	});
+
+	it("answers the reservation to a retry even when the stock has run out since", async () => {
+		const a = await product(3);
+		const orderId = randomUUID();
+		const first = await call("reserve", { orderId, items: [{ productId: a, quantity: 3 }] });
+		expect(await stockOf(a)).toBe(0);
+		expect(await call("reserve", { orderId, items: [{ productId: a, quantity: 3 }] })).toEqual(first);
+		expect(await stockOf(a)).toBe(0);
+	});
+
+	it("reserves once for one order id called 10 times at once", async () => {
+		const a = await product(10);
+		const orderId = randomUUID();
+		const answers = await Promise.all(Array.from({ length: 10 }, () => call("reserve", { orderId, items: [{ productId: a, quantity: 2 }] })));
+		expect(new Set(answers.map(r => JSON.stringify(r))).size).toBe(1);
+		expect(await stockOf(a)).toBe(8);
+	});
+
 	it("answers each line's catalog name and price, one line per product in id order", async () => {
 		const [a, b] = [await product(10, 700), await product(10, 900)];
 		const reservation = await call("reserve", { orderId: randomUUID(), items: [{ productId: b, quantity: 1 }, { productId: a, quantity: 2 }, { productId: b, quantity: 1 }] });
