@@ -85,21 +85,35 @@ export function isConnectionError(err: unknown): boolean {
 	return CONNECTION_CODES.test(String(cause.code ?? "")) || CONNECTION_MESSAGES.test(String(cause.message ?? ""));
 }
 
+interface SqliteConnection {
+	exec(sql: string, cb: (err: Error | null) => void): void;
+}
+
+function setPragmas(db: SqliteConnection): Promise<void> {
+	return new Promise((resolve, reject) =>
+		db.exec("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;", err => (err ? reject(err) : resolve())),
+	);
+}
+
 export function createSequelize(url: string): Sequelize {
 	if (url.startsWith("sqlite:")) {
 		const storage = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
 		if (storage !== ":memory:") fs.mkdirSync(path.dirname(storage), { recursive: true });
 		const sequelize = new Sequelize({ dialect: "sqlite", storage, logging: false });
 		// WAL lets readers run beside the one writer; the busy timeout queues writers instead of
-		// failing them with SQLITE_BUSY under concurrent requests.
-		sequelize.addHook("afterConnect", (connection: unknown) => {
-			const db = connection as { exec(sql: string, cb: (err: Error | null) => void): void };
-			return new Promise<void>((resolve, reject) =>
-				db.exec("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;", err =>
-					err ? reject(err) : resolve(),
-				),
-			);
-		});
+		// failing them with SQLITE_BUSY under concurrent requests. Sequelize's SQLite dialect opens its
+		// connections without running the afterConnect hooks, so the pragmas are set here, once for
+		// each connection it hands out (without this they were never set: journal_mode stayed
+		// "delete" and busy_timeout sqlite3's 1000 ms).
+		const manager = sequelize.connectionManager as unknown as { getConnection(options?: object): Promise<SqliteConnection> };
+		const getConnection = manager.getConnection.bind(manager);
+		const prepared = new WeakMap<SqliteConnection, Promise<void>>();
+		manager.getConnection = async options => {
+			const connection = await getConnection(options);
+			if (!prepared.has(connection)) prepared.set(connection, setPragmas(connection));
+			await prepared.get(connection);
+			return connection;
+		};
 		return sequelize;
 	}
 	return new Sequelize(url, {
