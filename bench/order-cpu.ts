@@ -1,20 +1,57 @@
 /**
  * CPU per order in one process, no HTTP: users, products, orders and notifications on SQLite files
- * in a temp dir (the embedded default), `orders.create` called N times, C at a time. Prints the CPU
- * milliseconds per order up to the commit, then until every order's notification is stored. The
+ * in a temp dir (the embedded default), or with DB=pg on fresh PostgreSQL databases (dropped
+ * afterwards), `orders.create` called N times, C at a time. Prints the CPU milliseconds and the SQL
+ * statements per order up to the commit, then until every order's notification is stored. The
  * HTTP bench (`npm run bench -- --scenarios order`) says how fast; this says where to look, and
  * runs under `node --cpu-prof -r ts-node/register/transpile-only` for a profile (the TypeScript
  * compile shows at start-up; read the hot path below it).
  *
  *   N=200 C=1 npx ts-node --transpile-only bench/order-cpu.ts
+ *   DB=pg N=300 C=10 npx ts-node --transpile-only bench/order-cpu.ts
  */
+import { Client } from "pg";
+import sqlite3 from "sqlite3";
 import { createNode, tempDir } from "../test/support/broker";
+import { createDatabase, dropDatabase, pgUrl, uniqueDbName } from "../test/support/pg";
 import { waitFor } from "../test/support/wait";
 
-async function main(): Promise<void> {
+const SERVICES = ["users", "products", "orders", "notifications"];
+
+/** Counts the statements sent by both drivers (every Sequelize query ends in one of these). */
+function countStatements(): { count: number } {
+	const counter = { count: 0 };
+	const wrap = (proto: Record<string, unknown>, name: string) => {
+		const original = proto[name] as (...a: unknown[]) => unknown;
+		proto[name] = function (this: unknown, ...args: unknown[]) {
+			counter.count++;
+			return original.apply(this, args);
+		};
+	};
+	wrap(Client.prototype as unknown as Record<string, unknown>, "query");
+	for (const m of ["all", "run", "get", "exec"]) wrap(sqlite3.Database.prototype as unknown as Record<string, unknown>, m);
+	return counter;
+}
+
+async function databases(): Promise<{ urls: Record<string, string>; remove(): Promise<void> }> {
+	if (process.env.DB === "pg") {
+		const names = Object.fromEntries(SERVICES.map(s => [s, uniqueDbName(s)]));
+		for (const name of Object.values(names)) await createDatabase(name);
+		return {
+			urls: Object.fromEntries(SERVICES.map(s => [s, pgUrl(names[s])])),
+			remove: async () => {
+				for (const name of Object.values(names)) await dropDatabase(name);
+			},
+		};
+	}
 	const dir = tempDir();
-	const urls = Object.fromEntries(["users", "products", "orders", "notifications"].map(s => [s, `sqlite:${dir.dir}/${s}.sqlite`]));
-	const b = createNode({ services: ["users", "products", "orders", "notifications"], databaseUrls: urls, cacher: "Memory", broker: { logger: { type: "Console", options: { level: "error" } } } });
+	return { urls: Object.fromEntries(SERVICES.map(s => [s, `sqlite:${dir.dir}/${s}.sqlite`])), remove: async () => dir.remove() };
+}
+
+async function main(): Promise<void> {
+	const dbs = await databases();
+	const statements = countStatements();
+	const b = createNode({ services: SERVICES, databaseUrls: dbs.urls, cacher: "Memory", broker: { logger: { type: "Console", options: { level: "error" } } } });
 	await b.start();
 	try {
 		const reg = await b.call<{ user: { id: number } }, object>("users.register", { email: "cpu@example.com", password: "password-123", name: "CPU" });
@@ -23,18 +60,30 @@ async function main(): Promise<void> {
 		for (let i = 0; i < 100; i++) ids.push((await b.call<{ id: number }, object>("products.create", { sku: `CPU-${i}`, name: "Cezve", category: "copper", priceCents: 100, stock: 1_000_000 })).id);
 		const n = Number(process.env.N ?? 200);
 		const c = Number(process.env.C ?? 1);
+		await waitFor("the registration's notification", async () => (await b.call<{ total: number }, object>("notifications.list", { pageSize: 1 }, { meta })).total >= 1, 30_000, 100);
+		const s0 = statements.count;
 		const cpu0 = process.cpuUsage();
 		const t0 = Date.now();
-		for (let i = 0; i < n; i += c) await Promise.all(Array.from({ length: c }, (_, j) => b.call("orders.create", { items: [{ productId: ids[(i + j) % ids.length], quantity: 1 }] }, { meta })));
+		for (let i = 0; i < n; i += c)
+			await Promise.all(
+				Array.from({ length: c }, (_, j) =>
+					b.call("orders.create", { items: [{ productId: ids[(i + j) % ids.length], quantity: 1 }] }, { meta: { ...meta, idempotencyKey: `cpu-${i + j}` } }),
+				),
+			);
 		const cpu1 = process.cpuUsage(cpu0);
-		console.log(`C=${c}: ${n} orders in ${Date.now() - t0} ms, ${((cpu1.user + cpu1.system) / n / 1000).toFixed(1)} ms CPU per order up to its commit`);
+		const s1 = statements.count;
+		console.log(
+			`${process.env.DB === "pg" ? "PostgreSQL" : "SQLite"} C=${c}: ${n} orders in ${Date.now() - t0} ms, ${((cpu1.user + cpu1.system) / n / 1000).toFixed(2)} ms CPU and ${((s1 - s0) / n).toFixed(1)} statements per order up to its commit`,
+		);
 		const cpu2 = process.cpuUsage();
 		await waitFor("every order's notification", async () => (await b.call<{ total: number }, object>("notifications.list", { pageSize: 1 }, { meta })).total >= n + 1, 120_000, 200);
 		const cpu3 = process.cpuUsage(cpu2);
-		console.log(`then ${((cpu3.user + cpu3.system) / n / 1000).toFixed(1)} ms CPU per order until all are notified`);
+		console.log(
+			`then ${((cpu3.user + cpu3.system) / n / 1000).toFixed(2)} ms CPU per order until all are notified; ${((statements.count - s0) / n).toFixed(1)} statements per order in all (the list polls included)`,
+		);
 	} finally {
 		await b.stop();
-		dir.remove();
+		await dbs.remove();
 	}
 }
 

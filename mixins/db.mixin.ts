@@ -14,6 +14,7 @@ import { Umzug, SequelizeStorage } from "umzug";
 import { maskUrl } from "../lib/config";
 import { ServiceUnavailableError } from "../lib/errors";
 import { lifecycle } from "../lib/service";
+import { runSql, runTransaction, type SqlResult } from "../lib/sql";
 
 export interface Migration {
 	name: string;
@@ -42,6 +43,8 @@ export interface DbMethods {
 	isDbReady(): Promise<boolean>;
 	dbDialect(): "postgres" | "sqlite";
 	transaction<T>(fn: (t: Transaction) => Promise<T>): Promise<T>;
+	/** One statement on the driver's connection, `$1`… placeholders (lib/sql.ts): for the hot paths. */
+	sql<R = Record<string, unknown>>(text: string, params?: unknown[], t?: Transaction): Promise<SqlResult<R>>;
 }
 
 /** A row as plain values, whether Sequelize answered a model instance or a raw row. */
@@ -82,21 +85,35 @@ export function isConnectionError(err: unknown): boolean {
 	return CONNECTION_CODES.test(String(cause.code ?? "")) || CONNECTION_MESSAGES.test(String(cause.message ?? ""));
 }
 
+interface SqliteConnection {
+	exec(sql: string, cb: (err: Error | null) => void): void;
+}
+
+function setPragmas(db: SqliteConnection): Promise<void> {
+	return new Promise((resolve, reject) =>
+		db.exec("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;", err => (err ? reject(err) : resolve())),
+	);
+}
+
 export function createSequelize(url: string): Sequelize {
 	if (url.startsWith("sqlite:")) {
 		const storage = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
 		if (storage !== ":memory:") fs.mkdirSync(path.dirname(storage), { recursive: true });
 		const sequelize = new Sequelize({ dialect: "sqlite", storage, logging: false });
 		// WAL lets readers run beside the one writer; the busy timeout queues writers instead of
-		// failing them with SQLITE_BUSY under concurrent requests.
-		sequelize.addHook("afterConnect", (connection: unknown) => {
-			const db = connection as { exec(sql: string, cb: (err: Error | null) => void): void };
-			return new Promise<void>((resolve, reject) =>
-				db.exec("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;", err =>
-					err ? reject(err) : resolve(),
-				),
-			);
-		});
+		// failing them with SQLITE_BUSY under concurrent requests. Sequelize's SQLite dialect opens its
+		// connections without running the afterConnect hooks, so the pragmas are set here, once for
+		// each connection it hands out (without this they were never set: journal_mode stayed
+		// "delete" and busy_timeout sqlite3's 1000 ms).
+		const manager = sequelize.connectionManager as unknown as { getConnection(options?: object): Promise<SqliteConnection> };
+		const getConnection = manager.getConnection.bind(manager);
+		const prepared = new WeakMap<SqliteConnection, Promise<void>>();
+		manager.getConnection = async options => {
+			const connection = await getConnection(options);
+			if (!prepared.has(connection)) prepared.set(connection, setPragmas(connection));
+			await prepared.get(connection);
+			return connection;
+		};
 		return sequelize;
 	}
 	return new Sequelize(url, {
@@ -212,14 +229,18 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 			dbDialect(this: DbMethods): "postgres" | "sqlite" {
 				return this.sequelize.getDialect() === "postgres" ? "postgres" : "sqlite";
 			},
+			sql<R>(this: DbMethods, text: string, params: unknown[] = [], t?: Transaction): Promise<SqlResult<R>> {
+				return runSql<R>(this.sequelize, text, params, t);
+			},
+			/** On the driver's connection (lib/sql.ts runTransaction); `t` works for model calls too. */
 			transaction<T>(this: DbMethods, fn: (t: Transaction) => Promise<T>): Promise<T> {
-				if (this.dbDialect() !== "sqlite") return this.sequelize.transaction(fn);
-				// SQLite has one writer at a time, and Sequelize opens a connection per transaction
-				// whose busy-waits back off in steps of up to 100 ms: under 100 concurrent orders they
-				// time out. Queueing this process's transactions on one file is exact and fast; IMMEDIATE
-				// takes the write lock at BEGIN (a deferred one that read first fails with SQLITE_BUSY
-				// when another wrote meanwhile).
-				return serialize(this.sequelize, () => this.sequelize.transaction({ type: Transaction.TYPES.IMMEDIATE }, fn));
+				if (this.dbDialect() !== "sqlite") return runTransaction(this.sequelize, "BEGIN", fn);
+				// SQLite has one writer at a time, and concurrent transactions busy-wait with back-offs
+				// of up to 100 ms: under 100 concurrent orders they time out. Queueing this process's
+				// transactions on one file (and one connection) is exact and fast; IMMEDIATE takes the
+				// write lock at BEGIN (a deferred one that read first fails with SQLITE_BUSY when
+				// another wrote meanwhile).
+				return serialize(this.sequelize, () => runTransaction(this.sequelize, "BEGIN IMMEDIATE", fn));
 			},
 		},
 		created: lifecycle<{ adapter: unknown; settings: DbSettings; broker: unknown }>(function () {

@@ -66,6 +66,13 @@ export interface OutboxMethods {
 	 * requestID (the trace id) and, when the trace is sampled, its span id.
 	 */
 	addToOutbox<E extends BusinessEventName>(t: Transaction, event: E, payload: BusinessEvents[E], ctx?: Context): Promise<void>;
+	/**
+	 * A change (one INSERT, UPDATE or DELETE, `$1`… placeholders) and its event, committed together.
+	 * On PostgreSQL one statement: the change as a data-modifying WITH, the outbox row as the main
+	 * INSERT. A single statement is atomic, so no BEGIN and COMMIT round trips. Elsewhere, the two
+	 * statements in one transaction. The change's errors (a unique violation…) come back as they are.
+	 */
+	writeWithEvent<E extends BusinessEventName>(change: { text: string; params: unknown[] }, event: E, payload: BusinessEvents[E], ctx?: Context): Promise<void>;
 	/** Asks the relay to run soon (after a commit). */
 	kickRelay(): void;
 	/** One round: publishes up to a batch of pending events; answers how many were confirmed. */
@@ -80,6 +87,18 @@ interface PendingRow {
 	payload: string;
 	request_id: string | null;
 	parent_span_id: string | null;
+}
+
+/** The outbox row's INSERT, its placeholders numbered from `first`. */
+function outboxInsert(first: number): string {
+	const [id, event, payload, requestId, parentSpanId, now] = [0, 1, 2, 3, 4, 5].map(i => `$${first + i}`);
+	return `INSERT INTO outbox (event_id, event, payload, request_id, parent_span_id, created_at, attempts) VALUES (${id}, ${event}, ${payload}, ${requestId}, ${parentSpanId}, ${now}, 0)`;
+}
+
+/** The row's values, with the writer's requestID (the trace id) and, for a sampled trace, its span id. */
+function outboxParams(event: string, payload: { eventId: string }, ctx?: Context): unknown[] {
+	const parentSpanId = ctx?.tracing ? ((ctx as Context & { span?: Span }).span?.id ?? ctx.id) : null;
+	return [payload.eventId, event, JSON.stringify(payload), ctx?.requestID ?? null, parentSpanId, new Date()];
 }
 
 type SendToChannel = (name: string, payload: unknown, opts: Record<string, unknown>) => Promise<unknown>;
@@ -97,22 +116,18 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 
 	methods: {
 		async addToOutbox(this: OutboxThis, t: Transaction, event: string, payload: { eventId: string }, ctx?: Context) {
-			const parentSpanId = ctx?.tracing ? ((ctx as Context & { span?: Span }).span?.id ?? ctx.id) : null;
-			await this.sequelize.query(
-				"INSERT INTO outbox (event_id, event, payload, request_id, parent_span_id, created_at, attempts) VALUES (:id, :event, :payload, :requestId, :parentSpanId, :now, 0)",
-				{
-					replacements: {
-						id: payload.eventId,
-						event,
-						payload: JSON.stringify(payload),
-						requestId: ctx?.requestID ?? null,
-						parentSpanId,
-						now: new Date(),
-					},
-					transaction: t,
-					type: QueryTypes.INSERT,
-				},
-			);
+			await this.sql(outboxInsert(1), outboxParams(event, payload, ctx), t);
+		},
+
+		async writeWithEvent(this: OutboxThis, change: { text: string; params: unknown[] }, event: string, payload: { eventId: string }, ctx?: Context) {
+			if (this.dbDialect() === "postgres") {
+				await this.sql(`WITH written AS (${change.text}) ${outboxInsert(change.params.length + 1)}`, [...change.params, ...outboxParams(event, payload, ctx)]);
+				return;
+			}
+			await this.transaction(async t => {
+				await this.sql(change.text, change.params, t);
+				await this.addToOutbox(t, event as BusinessEventName, payload as never, ctx);
+			});
 		},
 
 		kickRelay(this: OutboxThis) {
@@ -132,16 +147,12 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 				return 0;
 			}
 			const pg = this.dbDialect() === "postgres";
-			const select = `SELECT event_id, event, payload, request_id, parent_span_id FROM outbox WHERE sent_at IS NULL ORDER BY created_at LIMIT :limit${
+			const select = `SELECT event_id, event, payload, request_id, parent_span_id FROM outbox WHERE sent_at IS NULL ORDER BY created_at LIMIT $1${
 				// Several nodes of one service relay together: each takes rows no other holds.
 				pg ? " FOR UPDATE SKIP LOCKED" : ""
 			}`;
 			const publishBatch = async (t?: Transaction) => {
-				const rows = (await this.sequelize.query(select, {
-					replacements: { limit: this.settings.outboxBatch },
-					type: QueryTypes.SELECT,
-					transaction: t,
-				})) as PendingRow[];
+				const { rows } = await this.sql<PendingRow>(select, [this.settings.outboxBatch], t);
 				if (rows.length === 0) return 0;
 				// Concurrently: confirms arrive in parallel (one by one, RabbitMQ confirms ~15x fewer).
 				const results = await Promise.allSettled(rows.map(row => publishRow(this, send, row)));
@@ -150,22 +161,21 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 					const r = results[i];
 					return r.status === "rejected" ? [{ id: row.event_id, error: String((r.reason as Error)?.message ?? r.reason) }] : [];
 				});
+				// One statement for the batch: $2… are its ids.
 				if (sent.length > 0)
-					await this.sequelize.query("UPDATE outbox SET sent_at = :now, attempts = attempts + 1 WHERE event_id IN (:ids)", {
-						replacements: { now: new Date(), ids: sent },
-						transaction: t,
-					});
+					await this.sql(
+						`UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE event_id IN (${sent.map((_, i) => `$${i + 2}`).join(", ")})`,
+						[new Date(), ...sent],
+						t,
+					);
 				for (const f of failed)
-					await this.sequelize.query("UPDATE outbox SET attempts = attempts + 1, last_error = :error WHERE event_id = :id", {
-						replacements: { id: f.id, error: f.error.slice(0, 1000) },
-						transaction: t,
-					});
+					await this.sql("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE event_id = $1", [f.id, f.error.slice(0, 1000)], t);
 				if (failed.length > 0) this.logger.warn(`${failed.length} outbox event(s) not confirmed, kept for the next round: ${failed[0].error}`);
 				return sent.length;
 			};
 			// PostgreSQL holds the row locks while publishing; SQLite has one relay per process (the
 			// `running` guard) and must not hold its single write lock while handlers run.
-			return pg ? this.sequelize.transaction(t => publishBatch(t)) : publishBatch();
+			return pg ? this.transaction(t => publishBatch(t)) : publishBatch();
 		},
 
 		async outboxBacklog(this: OutboxThis) {

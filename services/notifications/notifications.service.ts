@@ -13,7 +13,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Context, Service, ServiceSchema } from "moleculer";
-import { Op, QueryTypes, type Model } from "sequelize";
+import { Op, type Model } from "sequelize";
 import { getConfig, maskUrl } from "../../lib/config";
 import { EventDeferredError, InvalidEventError, UnauthorizedError, type FieldError } from "../../lib/errors";
 import { BUSINESS_EVENTS, NOTIFICATION_STORED, type BusinessEventName, type BusinessEvents } from "../../lib/events";
@@ -232,13 +232,13 @@ const NotificationsService: ServiceSchema<NotificationsSettings> = {
 				createdAt: now,
 				sentAt: null,
 			};
-			const [, inserted] = await this.sequelize.query(
+			const { count } = await this.sql(
 				`INSERT INTO notifications (id, user_id, event_id, type, order_id, channel, subject, body, status, attempts, locked_until, created_at)
-				 VALUES (:id, :userId, :eventId, :type, :orderId, :channel, :subject, :body, :status, :attempts, :lockedUntil, :createdAt)
+				 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 				 ON CONFLICT (event_id) DO NOTHING`,
-				{ replacements: { ...row }, type: QueryTypes.INSERT },
+				[row.id, row.userId, row.eventId, row.type, row.orderId, row.channel, row.subject, row.body, row.status, row.attempts, row.lockedUntil, row.createdAt],
 			);
-			return inserted === 1 ? row : null;
+			return count === 1 ? row : null;
 		},
 
 		/** Takes a pending notification whose owner's time is up (a crashed delivery): one conditional update. */
@@ -320,8 +320,12 @@ const NotificationsService: ServiceSchema<NotificationsSettings> = {
 			changes: Pick<NotificationRow, "status" | "channel" | "lastError"> & { sentAt?: Date },
 		): Promise<Notification> {
 			const values = { ...changes, lockedUntil: null, sentAt: changes.sentAt ?? null };
-			const [updated] = await this.model.update(values, { where: { id: row.id, status: "pending" } });
-			if (updated === 1) {
+			// Guarded by the status it had: a delivery that took it over and settled it first wins.
+			const { count } = await this.sql(
+				"UPDATE notifications SET status = $2, channel = $3, last_error = $4, sent_at = $5, locked_until = NULL WHERE id = $1 AND status = 'pending'",
+				[row.id, values.status, values.channel, values.lastError, values.sentAt],
+			);
+			if (count === 1) {
 				const notification = this.toNotification({ ...row, ...values });
 				// Every gateway node pushes it to the user's open streams (GET /api/notifications/stream).
 				// A signal, not a delivery: a page that missed it reads the list when it reconnects.

@@ -16,6 +16,10 @@ export interface OrderRow {
 	updatedAt: Date | string;
 }
 
+/** The columns of an OrderRow, for the statements written by hand (lib/sql.ts). */
+export const ORDER_COLUMNS =
+	'id, user_id AS "userId", status, items, total_cents AS "totalCents", currency, idempotency_key AS "idempotencyKey", request_hash AS "requestHash", created_at AS "createdAt", updated_at AS "updatedAt"';
+
 export type StoredItems = OrderItem[];
 
 export const OrderModel: ModelDefinition = {

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Context, Service, ServiceSchema } from "moleculer";
-import { Op, UniqueConstraintError, type Transaction } from "sequelize";
+import { UniqueConstraintError, type Transaction } from "sequelize";
 import { getConfig } from "../../lib/config";
 import { NotFoundError, ServiceUnavailableError, UnauthorizedError } from "../../lib/errors";
 import { envelope, type Order } from "../../lib/events";
@@ -27,7 +27,7 @@ import {
 	type RequestedItem,
 } from "./domain";
 import { migrations } from "./migrations";
-import { OrderModel, type OrderRow } from "./model";
+import { ORDER_COLUMNS, OrderModel, type OrderRow } from "./model";
 
 export type OrdersSettings = DbSettings & OutboxSettings;
 
@@ -52,6 +52,7 @@ interface OrdersMethods {
 	findOrder(id: string): Promise<Order | null>;
 	findVisible(ctx: Context<unknown, OrdersMeta>, id: string): Promise<Order>;
 	findByKey(userId: number, key: string): Promise<OrderRow | null>;
+	placeOrder(ctx: Context, order: Order, key: string | undefined, hash: string): Promise<void>;
 	replay(ctx: Context<unknown, OrdersMeta>, row: OrderRow, hash: string): Order;
 	release(ctx: Context, orderId: string): Promise<void>;
 }
@@ -127,7 +128,7 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 				}
 				const { items: lines, totalCents, currency } = priced;
 
-				// One instant for both stamps: Sequelize would stamp updatedAt itself, a millisecond on.
+				// One instant for both stamps.
 				const now = new Date();
 				const order: Order = {
 					id: orderId,
@@ -140,24 +141,7 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 					updatedAt: now.toISOString(),
 				};
 				try {
-					await this.transaction(async (t: Transaction) => {
-						await this.model.create(
-							{
-								id: orderId,
-								userId: user.id,
-								status: "placed",
-								items: JSON.stringify(lines),
-								totalCents,
-								currency,
-								idempotencyKey: key ?? null,
-								requestHash: key ? hash : null,
-								createdAt: now,
-								updatedAt: now,
-							},
-							{ transaction: t, silent: true },
-						);
-						await this.addToOutbox(t, "order.created", { ...envelope(), order }, ctx);
-					});
+					await this.placeOrder(ctx, order, key, hash);
 				} catch (err) {
 					if (err instanceof UniqueConstraintError && key) {
 						// A concurrent request with the same key committed first; it holds the same
@@ -262,8 +246,8 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 		},
 
 		async findOrder(this: OrdersThis, id: string): Promise<Order | null> {
-			const row = (await this.model.findByPk(id, { raw: true })) as unknown as OrderRow | null;
-			return row ? this.toOrder(row) : null;
+			const { rows } = await this.sql<OrderRow>(`SELECT ${ORDER_COLUMNS} FROM orders WHERE id = $1`, [id]);
+			return rows.length > 0 ? this.toOrder(rows[0]) : null;
 		},
 
 		/** The order if the caller may see it; another customer's order is "not found" (API.md). */
@@ -274,8 +258,22 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 			return order;
 		},
 
-		findByKey(this: OrdersThis, userId: number, key: string): Promise<OrderRow | null> {
-			return this.model.findOne({ where: { userId, idempotencyKey: { [Op.eq]: key } }, raw: true }) as unknown as Promise<OrderRow | null>;
+		async findByKey(this: OrdersThis, userId: number, key: string): Promise<OrderRow | null> {
+			const { rows } = await this.sql<OrderRow>(`SELECT ${ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND idempotency_key = $2`, [userId, key]);
+			return rows[0] ?? null;
+		},
+
+		/**
+		 * The order's row and its order.created, committed together. A second row for the same id,
+		 * or the same user and key, fails on its unique index (UniqueConstraintError).
+		 */
+		async placeOrder(this: OrdersThis, ctx: Context, order: Order, key: string | undefined, hash: string): Promise<void> {
+			const row = {
+				text: `INSERT INTO orders (id, user_id, status, items, total_cents, currency, idempotency_key, request_hash, created_at, updated_at)
+				 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
+				params: [order.id, order.userId, order.status, JSON.stringify(order.items), order.totalCents, order.currency, key ?? null, key ? hash : null, new Date(order.createdAt)],
+			};
+			await this.writeWithEvent(row, "order.created", { ...envelope(), order }, ctx);
 		},
 
 		/** The same key and body: the first order, with 200. Another body: 409. */

@@ -242,7 +242,8 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 	 */
 	channels: {
 		"order.created": consumer("products", async function (this: Service, ctx: Context<unknown, Record<string, unknown>>) {
-			await (this as unknown as ProductsThis).confirmReservation((ctx.params as OrderCreated).order.id);
+			// Usually orders.create has confirmed it already: one guarded update, nothing read back.
+			await (this as unknown as ProductsThis).reservations.confirm((ctx.params as OrderCreated).order.id);
 		}),
 		"order.cancelled": consumer("products", async function (this: Service, ctx: Context<unknown, Record<string, unknown>>) {
 			await (this as unknown as ProductsThis).releaseReservation((ctx.params as OrderCancelled).order.id);
@@ -256,8 +257,10 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 			return changed.length > 0;
 		},
 
-		confirmReservation(this: ProductsThis, orderId: string): Promise<string | null> {
-			return this.reservations.confirm(orderId);
+		/** Answers the status after the call: confirmed, or what it already was (null: no reservation). */
+		async confirmReservation(this: ProductsThis, orderId: string): Promise<string | null> {
+			if (await this.reservations.confirm(orderId)) return "confirmed";
+			return (await this.reservations.find(orderId))?.status ?? null;
 		},
 
 		/**

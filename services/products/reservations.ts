@@ -5,6 +5,7 @@
  */
 import { DataTypes, Op, Sequelize, Transaction, UniqueConstraintError, type ModelStatic, type Model } from "sequelize";
 import { NotFoundError, OutOfStockError } from "../../lib/errors";
+import { runSql } from "../../lib/sql";
 
 export type ReservationStatus = "held" | "confirmed" | "released";
 
@@ -66,8 +67,13 @@ export class Reservations {
 	}
 
 	async find(orderId: string, transaction?: Transaction): Promise<Reservation | null> {
-		const row = (await this.table.findByPk(orderId, { raw: true, transaction })) as ReservationRow | null;
-		return row ? toReservation(row) : null;
+		const { rows } = await runSql<ReservationRow>(
+			this.sequelize,
+			"SELECT order_id, lines, status, expires_at FROM reservations WHERE order_id = $1",
+			[orderId],
+			transaction,
+		);
+		return rows.length > 0 ? toReservation(rows[0]) : null;
 	}
 
 	/**
@@ -80,32 +86,12 @@ export class Reservations {
 			return await this.begin(async t => {
 				const existing = await this.find(orderId, t);
 				if (existing && existing.status !== "released") return { reservation: existing, taken: false };
-				for (const { productId, quantity } of lines) {
-					const [affected] = await this.products.update(
-						{ stock: this.sequelize.literal(`stock - ${Number(quantity)}`) },
-						{ where: { id: productId, stock: { [Op.gte]: quantity } }, transaction: t, silent: false },
-					);
-					if (affected === 0) {
-						const exists = await this.products.count({ where: { id: productId }, transaction: t });
-						if (!exists) throw new NotFoundError("Product", productId);
-						throw new OutOfStockError(productId, quantity);
-					}
-				}
-				const catalog = (await this.products.findAll({
-					where: { id: lines.map(l => l.productId) },
-					attributes: ["id", "sku", "name", "priceCents", "currency"],
-					raw: true,
-					transaction: t,
-				})) as unknown as Array<{ id: number; sku: string; name: string; priceCents: number; currency: string }>;
-				const byId = new Map(catalog.map(p => [p.id, p]));
-				const reserved: ReservedLine[] = lines.map(l => {
-					const p = byId.get(l.productId)!;
-					return { productId: p.id, sku: p.sku, name: p.name, quantity: l.quantity, unitPriceCents: p.priceCents, currency: p.currency };
-				});
-				const expiresAt = new Date(Date.now() + ttlMs);
-				const values = { lines: JSON.stringify(reserved), status: "held", expires_at: expiresAt };
-				if (existing) await this.table.update(values, { where: { order_id: orderId, status: "released" }, transaction: t });
-				else await this.table.create({ order_id: orderId, ...values }, { transaction: t });
+				const now = new Date();
+				const reserved: ReservedLine[] = [];
+				// One line after another in id order; a line that falls short throws and rolls back every line.
+				for (const line of lines) reserved.push(await this.take(line, now, t));
+				const expiresAt = new Date(now.getTime() + ttlMs);
+				await this.hold(orderId, reserved, expiresAt, now, existing !== null, t);
 				return { reservation: { orderId, status: "held" as const, lines: reserved, expiresAt: expiresAt.toISOString() }, taken: true };
 			});
 		} catch (err) {
@@ -118,10 +104,54 @@ export class Reservations {
 		}
 	}
 
-	/** held → confirmed: the order was committed. Answers the status after the call. */
-	async confirm(orderId: string): Promise<ReservationStatus | null> {
-		await this.table.update({ status: "confirmed" }, { where: { order_id: orderId, status: "held" } });
-		return (await this.find(orderId))?.status ?? null;
+	/**
+	 * One line's stock by a conditional update (never read-modify-write), answering the catalog's
+	 * name and price from the same statement. 404 for a product that does not exist, 409 for one
+	 * short of stock.
+	 */
+	private async take({ productId, quantity }: RequestedLine, now: Date, t: Transaction): Promise<ReservedLine> {
+		const { rows } = await runSql<{ id: number; sku: string; name: string; price_cents: number; currency: string }>(
+			this.sequelize,
+			"UPDATE products SET stock = stock - $2, updated_at = $3 WHERE id = $1 AND stock >= $2 RETURNING id, sku, name, price_cents, currency",
+			[productId, quantity, now],
+			t,
+		);
+		if (rows.length === 0) {
+			const { count } = await runSql(this.sequelize, "SELECT id FROM products WHERE id = $1", [productId], t);
+			if (count === 0) throw new NotFoundError("Product", productId);
+			throw new OutOfStockError(productId, quantity);
+		}
+		const p = rows[0];
+		return { productId: p.id, sku: p.sku, name: p.name, quantity, unitPriceCents: p.price_cents, currency: p.currency };
+	}
+
+	/** The reservation row, new or over a released one; a concurrent insert for the order fails on its key. */
+	private async hold(orderId: string, lines: ReservedLine[], expiresAt: Date, now: Date, overReleased: boolean, t: Transaction): Promise<void> {
+		const json = JSON.stringify(lines);
+		if (overReleased)
+			await runSql(
+				this.sequelize,
+				"UPDATE reservations SET lines = $2, status = 'held', expires_at = $3, updated_at = $4 WHERE order_id = $1 AND status = 'released'",
+				[orderId, json, expiresAt, now],
+				t,
+			);
+		else
+			await runSql(
+				this.sequelize,
+				"INSERT INTO reservations (order_id, lines, status, expires_at, created_at, updated_at) VALUES ($1, $2, 'held', $3, $4, $4)",
+				[orderId, json, expiresAt, now],
+				t,
+			);
+	}
+
+	/** held → confirmed: the order was committed. Answers whether this call confirmed it (guarded by the status). */
+	async confirm(orderId: string): Promise<boolean> {
+		const { count } = await runSql(
+			this.sequelize,
+			"UPDATE reservations SET status = 'confirmed', updated_at = $2 WHERE order_id = $1 AND status = 'held'",
+			[orderId, new Date()],
+		);
+		return count === 1;
 	}
 
 	/**

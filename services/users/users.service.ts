@@ -130,7 +130,8 @@ const UsersService: ServiceSchema<UsersSettings> = {
 				}
 				const id = Number(sub);
 				if (!Number.isInteger(id) || id <= 0) throw new UnauthorizedError("Invalid or expired token");
-				const row = (await this.model.findByPk(id, { raw: true, attributes: ["id", "role"] })) as Pick<UserRow, "id" | "role"> | null;
+				// Every authenticated request asks this: one statement on the driver (lib/sql.ts), not a model query.
+				const [row] = (await this.sql<Pick<UserRow, "id" | "role">>("SELECT id, role FROM users WHERE id = $1", [id])).rows;
 				if (!row) throw new UnauthorizedError("Invalid or expired token");
 				return { id: row.id, role: row.role };
 			},

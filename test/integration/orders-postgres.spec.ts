@@ -103,3 +103,16 @@ it("reserves once for one order id however often reserve is called at once", asy
 	await Promise.all(Array.from({ length: 10 }, () => broker.call("products.reserve", { orderId, items: [{ productId: id, quantity: 2 }] })));
 	expect(await stockOf(id)).toBe(8);
 });
+
+it("writes an order and its order.created together, once for 10 concurrent requests with one key", async () => {
+	const id = await product(10);
+	const results = await Promise.all(Array.from({ length: 10 }, () => order([{ productId: id, quantity: 1 }], { "Idempotency-Key": "pg-once" })));
+	expect(results.map(r => r.status).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 200, 200, 201]);
+	const orderId = results[0].body.id as string;
+	expect(new Set(results.map(r => r.body.id))).toEqual(new Set([orderId]));
+	const events = await pgQuery<{ event: string; payload: string }>(dbs.names.orders, "SELECT event, payload FROM outbox WHERE payload LIKE $1", [`%${orderId}%`]);
+	expect(events.map(e => e.event)).toEqual(["order.created"]);
+	const [row] = await pgQuery<{ created_at: Date }>(dbs.names.orders, "SELECT created_at FROM orders WHERE id = $1", [orderId]);
+	expect((JSON.parse(events[0].payload) as { order: { createdAt: string } }).order.createdAt).toBe(row.created_at.toISOString());
+	expect(await stockOf(id)).toBe(9);
+});

@@ -1,0 +1,147 @@
+/**
+ * One SQL statement on the driver's own connection (pg's Client, sqlite3's Database): the
+ * transaction's, or one from Sequelize's pool. For the few statements an order runs many times:
+ * Sequelize spends far more CPU around a query than the driver does (options cloned, a stack trace
+ * captured per query, results reshaped), and `model.create/update` add validation and hooks on top.
+ * Errors come back as Sequelize's, so `isConnectionError` and `instanceof UniqueConstraintError`
+ * see them as they would a Sequelize query's.
+ *
+ * runTransaction does the same for BEGIN and COMMIT, with a Sequelize Transaction that model calls
+ * can join.
+ *
+ * The text is PostgreSQL's, with `$1`, `$2`… placeholders; on SQLite they become `?1`, `?2`…,
+ * which bind by the same numbers. Keep statements portable (both run `RETURNING` and
+ * `ON CONFLICT … DO NOTHING`) or branch on the dialect.
+ */
+import { DatabaseError, Transaction, UniqueConstraintError, type Sequelize } from "sequelize";
+
+export interface SqlResult<R> {
+	rows: R[];
+	/** Rows the statement changed (INSERT, UPDATE, DELETE) or returned. */
+	count: number;
+}
+
+interface PgClient {
+	query(text: string, values: unknown[]): Promise<{ rows: unknown[]; rowCount: number | null }>;
+}
+interface SqliteDb {
+	all(sql: string, params: unknown[], cb: (err: Error | null, rows: unknown[]) => void): void;
+	run(sql: string, params: unknown[], cb: (this: { changes: number }, err: Error | null) => void): void;
+	serialize(queue: () => void): void;
+}
+interface ConnectionManager {
+	getConnection(options: object): Promise<unknown>;
+	releaseConnection(connection: unknown): Promise<void> | void;
+	destroyConnection(connection: unknown): Promise<void>;
+	connections?: Record<string, unknown>;
+}
+
+/** SQLite: the one connection of a process's transactions (db.mixin queues them), kept open. */
+const SQLITE_TRANSACTIONS = "transactions";
+
+const sqliteText = new Map<string, { text: string; returnsRows: boolean }>();
+
+/** A time as Sequelize writes DATE columns on SQLite: text in UTC that sorts in time order. */
+function sqliteTime(date: Date): string {
+	return `${date.toISOString().slice(0, 23).replace("T", " ")} +00:00`;
+}
+
+export async function runSql<R>(sequelize: Sequelize, text: string, params: unknown[], t?: Transaction): Promise<SqlResult<R>> {
+	const ended = t as unknown as { finished?: string; id: string } | undefined;
+	if (ended?.finished) throw new Error(`${ended.finished} has been called on this transaction (${ended.id}), you can no longer use it`);
+	const own = t ? undefined : (sequelize.connectionManager as unknown as ConnectionManager);
+	const connection = t ? (t as unknown as { connection: unknown }).connection : await own!.getConnection({ type: "write" });
+	try {
+		return sequelize.getDialect() === "postgres" ? await onPostgres<R>(connection as PgClient, text, params) : await onSqlite<R>(connection as SqliteDb, text, params);
+	} catch (err) {
+		const code = String((err as { code?: string }).code ?? "");
+		// Not an answer of the server (a SQLSTATE) but a broken socket: the pool must not hand it out again.
+		if (sequelize.getDialect() === "postgres" && !/^[0-9A-Z]{5}$/.test(code)) Object.assign(connection as object, { _invalid: true });
+		throw asSequelizeError(err as Error & { code?: string }, text, params);
+	} finally {
+		if (own) await own.releaseConnection(connection);
+	}
+}
+
+async function onPostgres<R>(client: PgClient, text: string, params: unknown[]): Promise<SqlResult<R>> {
+	const result = await client.query(text, params);
+	return { rows: result.rows as R[], count: result.rowCount ?? result.rows.length };
+}
+
+function onSqlite<R>(db: SqliteDb, text: string, params: unknown[]): Promise<SqlResult<R>> {
+	let statement = sqliteText.get(text);
+	if (!statement) {
+		statement = { text: text.replace(/\$(\d+)/g, "?$1"), returnsRows: /^\s*SELECT\b|\bRETURNING\b/i.test(text) };
+		sqliteText.set(text, statement);
+	}
+	const values = params.map(v => (v instanceof Date ? sqliteTime(v) : v));
+	const { text: sql, returnsRows } = statement;
+	// In serialized mode, as Sequelize queues them: statements on one connection run one after another
+	// (in sqlite3's default parallel mode, several would hold locks at once and stall a commit).
+	return new Promise((resolve, reject) => db.serialize(() => {
+		if (returnsRows) db.all(sql, values, (err, rows) => (err ? reject(err) : resolve({ rows: rows as R[], count: rows.length })));
+		else db.run(sql, values, function (err) {
+				if (err) reject(err);
+				else resolve({ rows: [], count: this.changes });
+			});
+	}));
+}
+
+function asSequelizeError(err: Error & { code?: string; sql?: string; parameters?: unknown }, text: string, params: unknown[]): Error {
+	err.sql = text;
+	err.parameters = params;
+	const unique = err.code === "23505" || (err.code === "SQLITE_CONSTRAINT" && /UNIQUE constraint failed/.test(err.message));
+	if (unique) return new UniqueConstraintError({ parent: err as never, message: err.message });
+	return new DatabaseError(err as never);
+}
+
+/**
+ * BEGIN, `fn`, COMMIT (ROLLBACK when `fn` throws) on one driver connection, with a Sequelize
+ * Transaction around it, so statements of lib/sql and model calls (`{ transaction: t }`) join it
+ * alike. Sequelize's own transaction() sends BEGIN and COMMIT through its query machinery, and on
+ * SQLite opens and closes a database connection for every transaction. On PostgreSQL the connection
+ * comes from Sequelize's pool; on SQLite it is one kept open for this process's transactions, which
+ * the caller must run one at a time (db.mixin queues them). A connection whose COMMIT or ROLLBACK
+ * failed is in an unknown state: it is destroyed, never reused.
+ */
+export async function runTransaction<T>(sequelize: Sequelize, begin: "BEGIN" | "BEGIN IMMEDIATE", fn: (t: Transaction) => Promise<T>): Promise<T> {
+	const manager = sequelize.connectionManager as unknown as ConnectionManager;
+	const pg = sequelize.getDialect() === "postgres";
+	const connection = await manager.getConnection(pg ? { type: "write" } : { uuid: SQLITE_TRANSACTIONS });
+	const t = new Transaction(sequelize, {});
+	Object.assign(t, { connection });
+	let healthy = true;
+	const control = (statement: string) =>
+		runSql(sequelize, statement, [], t).catch((err: Error) => {
+			healthy = false;
+			throw err;
+		});
+	let committed = false;
+	try {
+		await control(begin);
+		let result: T;
+		try {
+			result = await fn(t);
+		} catch (err) {
+			await control("ROLLBACK").catch(() => undefined);
+			throw err;
+		}
+		await control("COMMIT");
+		committed = true;
+		return result;
+	} finally {
+		Object.assign(t, { finished: committed ? "commit" : "rollback" });
+		if (!healthy) await destroy(manager, connection, pg);
+		else if (pg) await manager.releaseConnection(connection);
+	}
+}
+
+async function destroy(manager: ConnectionManager, connection: unknown, pg: boolean): Promise<void> {
+	if (pg) {
+		await manager.destroyConnection(connection).catch(() => undefined);
+		return;
+	}
+	// The next transaction opens a fresh one.
+	delete manager.connections?.[SQLITE_TRANSACTIONS];
+	await new Promise<void>(resolve => (connection as { close(cb: () => void): void }).close(() => resolve()));
+}

@@ -1,0 +1,80 @@
+/**
+ * lib/sql.ts on SQLite: what a statement on the driver's connection must keep from Sequelize's way
+ * (the errors it throws, the text it stores for a time). PostgreSQL takes `$n` and Dates natively.
+ */
+import { DataTypes, UniqueConstraintError, type Sequelize } from "sequelize";
+import { createSequelize, isConnectionError } from "../../mixins/db.mixin";
+import { runSql, runTransaction } from "../../lib/sql";
+import { tempDir } from "../support/broker";
+
+let tmp: ReturnType<typeof tempDir>;
+let db: Sequelize;
+
+beforeAll(async () => {
+	tmp = tempDir();
+	db = createSequelize(`sqlite:${tmp.dir}/sql.sqlite`);
+	db.define("thing", { id: { type: DataTypes.STRING, primaryKey: true }, n: DataTypes.INTEGER, at: DataTypes.DATE }, { tableName: "things", timestamps: false });
+	await db.sync();
+});
+afterAll(async () => {
+	await db.close();
+	tmp.remove();
+});
+
+it("binds $n placeholders by number, however often and in whatever order they appear", async () => {
+	await runSql(db, "INSERT INTO things (id, n) VALUES ($2, $1)", [7, "a"]);
+	const { rows, count } = await runSql<{ id: string; n: number }>(db, "SELECT id, n FROM things WHERE n = $1 OR n = $1 + 0", [7]);
+	expect(rows).toEqual([{ id: "a", n: 7 }]);
+	expect(count).toBe(1);
+	expect((await runSql(db, "UPDATE things SET n = n + $1 WHERE id = $2", [1, "a"])).count).toBe(1);
+	expect((await runSql(db, "UPDATE things SET n = 0 WHERE id = $1 RETURNING n", ["a"])).rows).toEqual([{ n: 0 }]);
+});
+
+it("stores a time as Sequelize does, so either one's rows compare and read back alike", async () => {
+	const at = new Date("2026-11-26T10:11:12.345Z");
+	await db.model("thing").create({ id: "model", at });
+	await runSql(db, "INSERT INTO things (id, at) VALUES ($1, $2)", ["raw", at]);
+	const { rows } = await runSql<{ id: string; at: string }>(db, "SELECT id, at FROM things WHERE id IN ('model', 'raw') ORDER BY id", []);
+	expect(rows[0].at).toBe(rows[1].at);
+	expect(new Date(rows[1].at).toISOString()).toBe(at.toISOString());
+	expect((await runSql(db, "SELECT id FROM things WHERE at < $1", [new Date(at.getTime() + 1)])).count).toBe(2);
+});
+
+it("throws Sequelize's UniqueConstraintError for a duplicate key, and no connection error", async () => {
+	await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["dup"]);
+	const err = await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["dup"]).catch((e: Error) => e);
+	expect(err).toBeInstanceOf(UniqueConstraintError);
+	expect(isConnectionError(err)).toBe(false);
+});
+
+describe("runTransaction", () => {
+	const ids = async () => (await runSql<{ id: string }>(db, "SELECT id FROM things WHERE id LIKE 'tx-%' ORDER BY id", [])).rows.map(r => r.id);
+
+	it("commits the statements and the model calls made with its transaction together", async () => {
+		await runTransaction(db, "BEGIN IMMEDIATE", async t => {
+			await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-a"], t);
+			await db.model("thing").create({ id: "tx-b" }, { transaction: t });
+		});
+		expect(await ids()).toEqual(["tx-a", "tx-b"]);
+	});
+
+	it("rolls every one back when the work throws, and answers the error", async () => {
+		const err = await runTransaction(db, "BEGIN IMMEDIATE", async t => {
+			await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-c"], t);
+			await db.model("thing").create({ id: "tx-d" }, { transaction: t });
+			await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-a"], t);
+		}).catch((e: Error) => e);
+		expect(err).toBeInstanceOf(UniqueConstraintError);
+		expect(await ids()).toEqual(["tx-a", "tx-b"]);
+	});
+
+	it("refuses a statement on a transaction that has ended", async () => {
+		let done: import("sequelize").Transaction | undefined;
+		await runTransaction(db, "BEGIN IMMEDIATE", async t => {
+			done = t;
+		});
+		await expect(db.model("thing").create({ id: "tx-late" }, { transaction: done })).rejects.toThrow(/commit has been called/);
+		await expect(runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-late"], done)).rejects.toThrow(/commit has been called/);
+		expect(await ids()).toEqual(["tx-a", "tx-b"]);
+	});
+});
