@@ -13,6 +13,8 @@ import { Tracing as ChannelsTracing } from "@moleculer/channels";
 import { loggerOptions, requestIdMiddleware } from "./lib/logging";
 import { tracingOptions } from "./lib/tracing";
 import { callMiddlewares } from "./lib/call-middlewares";
+import { SafeValidator } from "./lib/validator";
+import { SafeAmqpTransporter } from "./lib/amqp-transporter";
 
 const config = getConfig();
 
@@ -52,21 +54,18 @@ const brokerConfig: BrokerOptions = {
 	transporter: config.transporter && !/^amqps?:\/\//.test(config.transporter)
 		? config.transporter
 		: config.transporter
-		? {
-				type: "AMQP",
-				options: {
-					url: config.transporter,
-					// Moleculer's default prefetch of 1 lets one unacknowledged request block a node's
-					// queue; measured here it capped a gateway+products pair at 18 req/s (2.2 s median).
-					// 100 in flight keeps both cores busy while still bounding a slow node's backlog.
-					prefetch: 100,
-					// amqplib leaves Nagle's algorithm on: small request/response frames then wait for
-					// delayed ACKs (~40 ms). Off, the same pair served about 2,300 req/s.
-					socketOptions: { noDelay: true },
-					// Queues of nodes that are gone expire after a minute instead of lingering.
-					autoDeleteQueues: 60_000,
-				},
-			}
+		? new SafeAmqpTransporter({
+				url: config.transporter,
+				// Moleculer's default prefetch of 1 lets one unacknowledged request block a node's
+				// queue; measured here it capped a gateway+products pair at 18 req/s (2.2 s median).
+				// 100 in flight keeps both cores busy while still bounding a slow node's backlog.
+				prefetch: 100,
+				// amqplib leaves Nagle's algorithm on: small request/response frames then wait for
+				// delayed ACKs (~40 ms). Off, the same pair served about 2,300 req/s.
+				socketOptions: { noDelay: true },
+				// Queues of nodes that are gone expire after a minute instead of lingering.
+				autoDeleteQueues: 60_000,
+		  })
 		: undefined,
 
 	cacher: buildCacher(config),
@@ -99,7 +98,8 @@ const brokerConfig: BrokerOptions = {
 	registry: { strategy: "RoundRobin", preferLocal: true },
 	circuitBreaker: { enabled: false },
 	bulkhead: { enabled: false },
-	validator: true,
+	// fastest-validator, with a refused value that cannot be printed refused too (lib/validator).
+	validator: new SafeValidator(),
 
 	// Business events (order.*, user.registered) through @moleculer/channels: durable queues on the
 	// same RabbitMQ, or the in-process adapter on the embedded default. See lib/channels.

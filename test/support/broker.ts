@@ -14,6 +14,8 @@ import ProductsService from "../../services/products/products.service";
 import OrdersService from "../../services/orders/orders.service";
 import { buildChannelsMiddleware, type ChannelsOptions } from "../../lib/channels";
 import { SERVERS } from "./servers";
+import { SafeValidator } from "../../lib/validator";
+import { SafeAmqpTransporter } from "../../lib/amqp-transporter";
 import NotificationsService from "../../services/notifications/notifications.service";
 
 export const SCHEMAS: Record<string, ServiceSchema> = {
@@ -54,6 +56,10 @@ export interface NodeOptions {
 	middlewares?: NonNullable<BrokerOptions["middlewares"]>;
 }
 
+function isAmqp(tx: NodeOptions["transporter"]): tx is { type: "AMQP"; options: Record<string, unknown> } {
+	return typeof tx === "object" && tx !== null && (tx as { type?: unknown }).type === "AMQP";
+}
+
 export function createNode(opts: NodeOptions): ServiceBroker {
 	const namespace = opts.namespace ?? uniqueId("ns");
 	const middlewares: NonNullable<BrokerOptions["middlewares"]> = [];
@@ -77,9 +83,11 @@ export function createNode(opts: NodeOptions): ServiceBroker {
 		namespace,
 		nodeID: opts.nodeID ?? uniqueId("node"),
 		cacher: (opts.cacher ?? "Memory") as BrokerOptions["cacher"],
-		transporter: opts.transporter,
+		// An AMQP transporter as the product builds it (lib/amqp-transporter).
+		transporter: isAmqp(opts.transporter) ? new SafeAmqpTransporter(opts.transporter.options) : opts.transporter,
 		requestTimeout: 10_000,
 		metrics: { enabled: false },
+		validator: new SafeValidator(),
 		middlewares,
 		stopped: () => channelsDir?.remove(),
 		...opts.broker,

@@ -268,6 +268,17 @@ describe("products", () => {
 		expect((await http(base, "POST", "/api/users/login", { body: { email: "nul@example.com", password: "password-123" } })).status).toBe(401);
 	});
 
+	it("refuses a value that cannot be printed (an object whose toString is not a function) with 422 naming the field", async () => {
+		// fastest-validator formats the refused value into its message: this threw a TypeError, a 500.
+		const login = await http(base, "POST", "/api/users/login", { body: { email: [{ toString: null }], password: "password-123" } });
+		expect(login.status).toBe(422);
+		expect(login.body.data).toEqual([expect.objectContaining({ field: "email" })]);
+		const order = await http(base, "POST", "/api/products", { body: { ...widget, sku: "P-1", name: { valueOf: 1, toString: null } }, token: adminToken });
+		expect(order.status).toBe(422);
+		expect(JSON.stringify(order.body.data)).toContain('"name"');
+		expect((await http(base, "GET", "/api/products?q=P-1")).body.total).toBe(0);
+	});
+
 	it("refuses a PATCH that sets a field to null with 422 naming it, and changes nothing", async () => {
 		const { body: p } = await createProduct({ ...widget, sku: "N-1" });
 		const res = await http(base, "PATCH", `/api/products/${p.id}`, { body: { priceCents: null, stock: 699 }, token: adminToken });
