@@ -24,7 +24,7 @@ import Redis from "ioredis";
 import { Client } from "pg";
 import { SERVERS } from "../test/support/servers";
 import { cpuSeconds, processTree, type Distribution } from "./common";
-import { checkNotifications, getLoad, listLoad, orderLoad, registerCustomers, type Customer, type Load, type OrderCheck, type ScenarioName } from "./scenarios";
+import { checkNotifications, getLoad, listLoad, oneMatchSearchLoad, orderLoad, registerCustomers, type Customer, type Load, type OrderCheck, type ScenarioName } from "./scenarios";
 import { report, type GrowthRow, type MeasureRow } from "./report";
 import { baseAmqp, baseMwRedis, baseNodeRedis, basePg, cluster, insertRows, log, oneProcess, query, type Target, type TargetOptions } from "./targets";
 
@@ -309,6 +309,7 @@ async function growth(t: Target): Promise<GrowthRow[]> {
 		const endpoints: Array<[string, Load]> = [
 			["get", getLoad(size, "uniform")],
 			["search", listLoad(size, true)],
+			["search, one match each", oneMatchSearchLoad(size)],
 			["order history", historyLoad(typical.token)],
 			["order history, 1% of orders", historyLoad(heavy.token)],
 		];

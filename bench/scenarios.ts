@@ -60,6 +60,18 @@ export function listQueries(products: number): string[] {
 	return out;
 }
 
+/**
+ * Searches that each match exactly one product at any catalog size: "product N" with N above a
+ * tenth of the catalog, so no longer number starts with N. The growth scenario reports them next to
+ * listLoad's searches, whose answers grow with the catalog ("product 1" matches 112 products of
+ * 1,000 and 11,112 of 100,000), so that what the two sizes compare is the index, not the answer.
+ */
+export function oneMatchSearchLoad(products: number): Load {
+	const low = Math.floor(products / 10) + 1;
+	const queries = Array.from({ length: 30 }, (_, i) => `/api/products?${new URLSearchParams({ pageSize: "20", q: `product ${low + ((i * 7919) % (products - low + 1))}` })}`);
+	return { method: "GET", next: () => ({ path: queries[Math.floor(Math.random() * queries.length)] }) };
+}
+
 /** The list questions drawn uniformly; `searchOnly`: those with a search word. */
 export function listLoad(products: number, searchOnly = false): Load {
 	const queries = listQueries(products).filter(q => !searchOnly || q.includes("q="));

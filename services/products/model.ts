@@ -52,3 +52,13 @@ export const ProductModel: ModelDefinition = {
  */
 export const SEARCH_EXPRESSION = "(lower(name) || chr(31) || lower(description))";
 export const SEARCH_SEPARATOR = String.fromCharCode(31);
+
+/**
+ * The sort key of a search's page on PostgreSQL: the column, but as an expression no index serves.
+ * Otherwise, for a search it expects to match many rows, the planner walks the sort column's index
+ * (products_created_at) and rechecks every row until it has a page, which costs the rows it walks,
+ * not the matches: "product 1" at 100,000 bench products walks 80,000 rows (78 ms, where the
+ * trigram index and a top-N sort of its 11,112 matches take 26 ms). Through the trigram index a
+ * page costs at most about what the exact total's count over the same matches costs.
+ */
+export const searchSortKey = (column: string): string => `COALESCE(${column}, ${column})`;

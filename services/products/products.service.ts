@@ -14,7 +14,7 @@ import { countedPage, MAX_INT, orderLinesParam, pageParams } from "../../lib/par
 import { consumer } from "../../lib/channels";
 import type { OrderCancelled, OrderCreated } from "../../lib/events";
 import { migrations } from "./migrations";
-import { ProductModel, SEARCH_EXPRESSION, SEARCH_SEPARATOR, type Product, type ProductRow } from "./model";
+import { ProductModel, SEARCH_EXPRESSION, SEARCH_SEPARATOR, searchSortKey, type Product, type ProductRow } from "./model";
 import { Reservations, type Reservation, type RequestedLine } from "./reservations";
 
 export type ProductsSettings = DbSettings &
@@ -332,10 +332,13 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 			}
 			const [column, direction] = SORTS[sort];
 			const filter = where.length ? { [Op.and]: where } : undefined;
+			// A search on PostgreSQL sorts by a key no index serves, so its page comes from the trigram
+			// index's matches, never from a walk along the sort column's index (model.ts searchSortKey).
+			const sortKey = q && this.dbDialect() === "postgres" ? this.sequelize.literal(searchSortKey(column)) : this.sequelize.col(column);
 			const rows = await this.model.findAll({
 				where: filter,
 				order: [
-					[this.sequelize.col(column), direction],
+					[sortKey, direction],
 					["id", direction],
 				],
 				limit: pageSize,

@@ -12,7 +12,7 @@ import { TestDatabases, pgQuery } from "../support/pg";
 import { cachePrefix, cachedValue, deleteKeysWithPrefix, keysWithPrefix, redisClient } from "../support/redis";
 import { SERVERS, requireServers } from "../support/servers";
 import { waitFor } from "../support/wait";
-import { SEARCH_EXPRESSION } from "../../services/products/model";
+import { SEARCH_EXPRESSION, searchSortKey } from "../../services/products/model";
 
 const ADMIN = { email: "admin@it.local", password: "admin-password-1" };
 const namespace = uniqueId("gw");
@@ -196,6 +196,12 @@ describe("gateway on PostgreSQL and Redis", () => {
 			await client.query("SET enable_seqscan = off");
 			const plan = await client.query(`EXPLAIN SELECT id FROM products WHERE ${SEARCH_EXPRESSION} LIKE $1 ESCAPE '\\'`, ["%cezve öz%"]);
 			expect(plan.rows.map(r => r["QUERY PLAN"]).join("\n")).toContain("products_search_trgm");
+			// A search's page, sorted by the service's search sort key, is never a walk along the
+			// created_at index (a walk costs the rows it passes, not the matches).
+			const page = await client.query(`EXPLAIN SELECT id FROM products WHERE ${SEARCH_EXPRESSION} LIKE $1 ESCAPE '\\' ORDER BY ${searchSortKey("created_at")} DESC, id DESC LIMIT 20`, ["%cezve öz%"]);
+			const pagePlan = page.rows.map(r => r["QUERY PLAN"]).join("\n");
+			expect(pagePlan).toContain("products_search_trgm");
+			expect(pagePlan).not.toContain("products_created_at");
 		} finally {
 			await client.end();
 		}
