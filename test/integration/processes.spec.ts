@@ -73,7 +73,7 @@ afterAll(async () => {
 
 it("runs each service as its own node with the design's transporter and cacher", () => {
 	for (const node of nodes) {
-		expect(node.output()).toContain("Transporter: AmqpTransporter");
+		expect(node.output()).toContain("Transporter: SafeAmqpTransporter");
 		expect(node.output()).toContain("Cacher: SafeRedisCacher");
 	}
 	expect(new Set(nodes.map(n => /Node ID: (\S+)/.exec(n.output())?.[1])).size).toBe(5);
