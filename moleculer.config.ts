@@ -35,12 +35,13 @@ const IDEMPOTENT_ACTIONS = new Set([
 	"notifications.list",
 ]);
 
-// moleculer-runner overwrites every root broker option from an environment variable of the same
-// name, after loading this file: TRANSPORTER and CACHER would replace the tuned AMQP options and
-// the cacher subclass below with stock ones built from the bare URLs. lib/config has read them,
-// so the runner must not see them.
-delete process.env.TRANSPORTER;
-delete process.env.CACHER;
+// moleculer-runner overwrites every broker option from an environment variable named after its
+// path, after loading this file: TRANSPORTER and CACHER would replace the tuned AMQP options and
+// the cacher subclass below with stock ones built from the bare URLs, TRACING=off would become
+// tracing: "off" (on, every call sampled, no exporter) and TRACING_EXPORTER=zipkin would replace
+// the exporters (the gateway's trace collector among them) with a Zipkin one on its default URL.
+// lib/config has read them, so the runner must not see them.
+for (const name of ["TRANSPORTER", "CACHER", "TRACING", "TRACING_EXPORTER"]) delete process.env[name];
 
 const brokerConfig: BrokerOptions = {
 	namespace: config.namespace,
