@@ -9,11 +9,12 @@ import path from "node:path";
 import DbService from "moleculer-db";
 import SequelizeAdapter from "moleculer-db-adapter-sequelize";
 import type { Context, ServiceSchema } from "moleculer";
-import { Sequelize, QueryInterface, ModelAttributes, ModelOptions, ModelStatic, Model, Transaction } from "sequelize";
+import { Sequelize, QueryInterface, ModelAttributes, ModelOptions, ModelStatic, Model, Transaction, type FindOptions } from "sequelize";
 import { Umzug, SequelizeStorage } from "umzug";
 import { maskUrl } from "../lib/config";
 import { ServiceUnavailableError } from "../lib/errors";
 import { lifecycle } from "../lib/service";
+import { countedPage, type Page } from "../lib/params";
 import { runSql, runTransaction, type SqlResult } from "../lib/sql";
 
 export interface Migration {
@@ -45,6 +46,12 @@ export interface DbMethods {
 	transaction<T>(fn: (t: Transaction) => Promise<T>): Promise<T>;
 	/** One statement on the driver's connection, `$1`… placeholders (lib/sql.ts): for the hot paths. */
 	sql<R = Record<string, unknown>>(text: string, params?: unknown[], t?: Transaction): Promise<SqlResult<R>>;
+	/**
+	 * Page `pageNo` of the model's rows matching `query` (where, order, replacements, raw), each
+	 * through `toItem`, with the list envelope's total: counted with the same where and
+	 * replacements only when the page cannot tell it (lib/params countedPage).
+	 */
+	findPage<T>(query: FindOptions & { replacements?: Record<string, unknown> }, pageNo: number, pageSize: number, toItem: (row: never) => T): Promise<Page<T>>;
 }
 
 /** A row as plain values, whether Sequelize answered a model instance or a raw row. */
@@ -231,6 +238,17 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 			},
 			sql<R>(this: DbMethods, text: string, params: unknown[] = [], t?: Transaction): Promise<SqlResult<R>> {
 				return runSql<R>(this.sequelize, text, params, t);
+			},
+			async findPage<T>(
+				this: DbMethods,
+				query: FindOptions & { replacements?: Record<string, unknown> },
+				pageNo: number,
+				pageSize: number,
+				toItem: (row: never) => T,
+			) {
+				const rows = await this.model.findAll({ ...query, limit: pageSize, offset: (pageNo - 1) * pageSize });
+				const count = () => this.model.count({ where: query.where, replacements: query.replacements } as Parameters<typeof this.model.count>[0]) as Promise<number>;
+				return countedPage(rows.map(r => toItem(r as never)), pageNo, pageSize, count);
 			},
 			/** On the driver's connection (lib/sql.ts runTransaction); `t` works for model calls too. */
 			transaction<T>(this: DbMethods, fn: (t: Transaction) => Promise<T>): Promise<T> {

@@ -18,7 +18,7 @@ import { getConfig, maskUrl } from "../../lib/config";
 import { EventDeferredError, InvalidEventError, UnauthorizedError, type FieldError } from "../../lib/errors";
 import { BUSINESS_EVENTS, NOTIFICATION_STORED, type BusinessEventName, type BusinessEvents } from "../../lib/events";
 import { lifecycle } from "../../lib/service";
-import { countedPage, pageParams } from "../../lib/params";
+import { pageParams } from "../../lib/params";
 import { consumer } from "../../lib/channels";
 import { METRICS, observeMetric } from "../../lib/metrics";
 import { DbMixin, plainRow, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
@@ -345,16 +345,8 @@ const NotificationsService: ServiceSchema<NotificationsSettings> = {
 		/** Only what went out (or failed for good): a pending notification is not one yet (API.md's status is sent | failed). */
 		async listNotifications(this: NotificationsThis, userId: number, { page, pageSize }: ListParams): Promise<ListResult<Notification>> {
 			const where = { userId, status: { [Op.in]: ["sent", "failed"] } };
-			const rows = await this.model.findAll({
-				where,
-				order: [
-					["createdAt", "DESC"],
-					["id", "DESC"],
-				],
-				limit: pageSize,
-				offset: (page - 1) * pageSize,
-			});
-			return countedPage(rows.map(r => this.toNotification(r)), page, pageSize, () => this.model.count({ where }));
+			const order = [["createdAt", "DESC"], ["id", "DESC"]] as [string, string][];
+			return this.findPage({ where, order }, page, pageSize, (r: Model) => this.toNotification(r));
 		},
 
 		toNotification(row: Model | NotificationRow): Notification {

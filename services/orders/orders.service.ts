@@ -11,7 +11,7 @@ import { NotFoundError, ServiceUnavailableError, UnauthorizedError } from "../..
 import { envelope, type Order } from "../../lib/events";
 import { faultPoint } from "../../lib/faults";
 import { countMetric, METRICS } from "../../lib/metrics";
-import { countedPage, orderLinesParam, pageParams } from "../../lib/params";
+import { orderLinesParam, pageParams } from "../../lib/params";
 import { DbMixin, isConnectionError, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { OutboxMixin, type OutboxMethods, type OutboxSettings } from "../../mixins/outbox.mixin";
 import {
@@ -173,18 +173,9 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 				const user = requireUser(ctx);
 				const { pageSize } = ctx.params;
 				const where = user.role === "admin" ? {} : { userId: user.id };
-				const rows = (await this.model.findAll({
-					where,
-					// A customer's history newest first: the orders_user_history index, in its order.
-					order: [
-						["createdAt", "DESC"],
-						["id", "DESC"],
-					],
-					limit: pageSize,
-					offset: (ctx.params.page - 1) * pageSize,
-					raw: true,
-				})) as unknown as OrderRow[];
-				return countedPage(rows.map(r => this.toOrder(r)), ctx.params.page, pageSize, () => this.model.count({ where }));
+				// A customer's history newest first: the orders_user_history index, in its order.
+				const query = { where, order: [["createdAt", "DESC"], ["id", "DESC"]] as [string, string][], raw: true };
+				return this.findPage(query, ctx.params.page, pageSize, (r: OrderRow) => this.toOrder(r));
 			},
 		},
 

@@ -4,13 +4,13 @@
  * adapter's generic query/search/field parameters.
  */
 import type { Context, Service, ServiceSchema } from "moleculer";
-import { Op, UniqueConstraintError, type Model, type WhereOptions } from "sequelize";
+import { Op, UniqueConstraintError, type Model, type OrderItem, type WhereOptions } from "sequelize";
 import { getConfig } from "../../lib/config";
 import { NotFoundError, SkuTakenError, ValidationFailedError } from "../../lib/errors";
 import { CacheMixin, type CacheMethods, type CacheMeta, type CacheSettings } from "../../mixins/cache.mixin";
 import { DbMixin, plainRow, type DbMethods, type DbSettings } from "../../mixins/db.mixin";
 import { lifecycle } from "../../lib/service";
-import { countedPage, MAX_INT, orderLinesParam, pageParams } from "../../lib/params";
+import { MAX_INT, orderLinesParam, pageParams } from "../../lib/params";
 import { consumer } from "../../lib/channels";
 import type { OrderCancelled, OrderCreated } from "../../lib/events";
 import { migrations } from "./migrations";
@@ -335,17 +335,8 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 			// A search on PostgreSQL sorts by a key no index serves, so its page comes from the trigram
 			// index's matches, never from a walk along the sort column's index (model.ts searchSortKey).
 			const sortKey = q && this.dbDialect() === "postgres" ? this.sequelize.literal(searchSortKey(column)) : this.sequelize.col(column);
-			const rows = await this.model.findAll({
-				where: filter,
-				order: [
-					[sortKey, direction],
-					["id", direction],
-				],
-				limit: pageSize,
-				offset: (page - 1) * pageSize,
-				replacements,
-			});
-			return countedPage(rows.map(r => this.toProduct(r)), page, pageSize, () => this.model.count({ where: filter, replacements } as Parameters<typeof this.model.count>[0]) as Promise<number>);
+			const order = [[sortKey, direction], ["id", direction]] as OrderItem[];
+			return this.findPage({ where: filter, order, replacements }, page, pageSize, (r: Model) => this.toProduct(r));
 		},
 	},
 
