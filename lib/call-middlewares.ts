@@ -10,7 +10,9 @@
  *   (locally and in the packet to another node).
  * - Metrics: the same metrics under the same names and labels as Moleculer's middleware
  *   (`moleculer.request.total`, `.active`, `.error.total`, `.time`, `.levels`), the counters
- *   added up per action and caller and handed to the registry when it is read.
+ *   added up per action and caller and handed to the registry when it is read. Moleculer's
+ *   per-minute rates are switched off (withoutMetricRates: no reporter reads them, and on Node 20
+ *   they keep V8 from optimising every metric update).
  *
  * The rest are Moleculer's, by name. `internalMiddlewares: false` in moleculer.config.ts keeps the
  * broker from adding its own list a second time.
@@ -57,6 +59,40 @@ export function SampledTracing(broker: ServiceBroker): MiddlewareObject {
 	};
 }
 
+interface RateOwner {
+	rate?: unknown;
+	values: Map<string, { rate?: { timer?: NodeJS.Timeout } }>;
+}
+
+/**
+ * Switches off the per-minute rate that Moleculer keeps beside many of its metrics (`rate: true`:
+ * request, event, cacher and transit counters, `moleculer.request.time`), for the metrics
+ * registered so far and for those registered later.
+ *
+ * No reporter of ours writes a rate (the Prometheus text has counters, buckets and quantiles; a
+ * rate is only a field of `registry.list()`), and keeping them costs much more than they are worth
+ * on Node 20: every five seconds each rate stores a new fraction, and from the first of these on
+ * V8 throws away every attempt to optimise the functions that update a metric (histogram
+ * `observe`, counter `increment`: "Maps became deprecated during optimization" under
+ * `node --trace-opt`, about 1,000 in 10 s) and tries again, on its compiler threads, for as long
+ * as the process runs. On the embedded default's cached read that was 160-190 µs of CPU per
+ * request against 97-99 without the rates and 84-87 with metrics off (bench/call-cpu.ts does not
+ * show it: it ends before the first tick).
+ */
+export function withoutMetricRates(registry: ServiceBroker["metrics"]): void {
+	const r = registry as unknown as { store: Map<string, RateOwner>; register(opts: Record<string, unknown>): unknown };
+	for (const metric of r.store.values()) {
+		metric.rate = false;
+		for (const item of metric.values.values())
+			if (item.rate) {
+				clearInterval(item.rate.timer);
+				item.rate = undefined;
+			}
+	}
+	const register = r.register.bind(registry);
+	r.register = opts => register(opts?.rate ? { ...opts, rate: false } : opts);
+}
+
 /** Each registry's flush of the counts not yet handed to it. */
 const pending = new WeakMap<object, () => void>();
 
@@ -83,6 +119,7 @@ interface CallCounts {
 export function RequestMetrics(broker: ServiceBroker): MiddlewareObject {
 	const inner = builtIn("Metrics").call(broker, broker);
 	if (!broker.isMetricsEnabled()) return inner;
+	withoutMetricRates(broker.metrics);
 	const metrics = broker.metrics;
 	const registry = metrics as unknown as { list(...args: unknown[]): unknown };
 	const all: CallCounts[] = [];

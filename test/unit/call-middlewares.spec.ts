@@ -161,3 +161,42 @@ describe("request metrics", () => {
 		expect(ours.find(m => m.name === "moleculer.request.error.total")!.values.length).toBeGreaterThan(0);
 	});
 });
+
+describe("metric rates", () => {
+	/** The metrics of a broker that keep a per-minute rate, and the label sets that have one. */
+	async function ratesOf(ours: boolean) {
+		const broker = new ServiceBroker({
+			logger: false,
+			cacher: "Memory",
+			metrics: { enabled: true },
+			...(ours ? { internalMiddlewares: false, middlewares: callMiddlewares() } : {}),
+		});
+		broker.createService({ name: "products", actions: { get: { cache: { keys: ["id"] }, handler: (ctx: Context<{ id: number }>) => ({ id: ctx.params.id }) } } });
+		await broker.start();
+		try {
+			for (let i = 0; i < 5; i++) await broker.call("products.get", { id: i % 2 });
+			const store = (broker.metrics as unknown as { store: Map<string, { rate?: unknown; values: Map<string, { rate?: unknown }> }> }).store;
+			const list = (broker.metrics as unknown as { list(): Array<{ name: string; values: Array<Record<string, unknown>> }> }).list();
+			return {
+				withRate: [...store.entries()].filter(([, m]) => m.rate).map(([name]) => name),
+				itemsWithRate: [...store.values()].flatMap(m => [...m.values.values()]).filter(v => v.rate).length,
+				listedRates: list.flatMap(m => m.values).filter(v => "rate" in v).length,
+				requests: list.find(m => m.name === "moleculer.request.total")?.values.map(v => v.value),
+				cacheGets: list.find(m => m.name === "moleculer.cacher.get.total")?.values.map(v => v.value),
+			};
+		} finally {
+			await broker.stop();
+		}
+	}
+
+	it("keeps none, for the metrics registered before the middlewares (cacher) and after, while counting the same", async () => {
+		const theirs = await ratesOf(false);
+		const ours = await ratesOf(true);
+		// Moleculer keeps them: what this test would see if the rates were left on.
+		expect(theirs.withRate).toEqual(expect.arrayContaining(["moleculer.request.total", "moleculer.request.time", "moleculer.cacher.get.total"]));
+		expect(theirs.itemsWithRate).toBeGreaterThan(0);
+		expect(ours).toEqual({ withRate: [], itemsWithRate: 0, listedRates: 0, requests: theirs.requests, cacheGets: theirs.cacheGets });
+		expect(ours.requests).toEqual([5]);
+		expect(ours.cacheGets).toEqual([5]);
+	});
+});
