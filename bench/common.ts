@@ -73,10 +73,10 @@ export function processTree(pid: number): number[] {
 	return out.filter(p => parent.has(p));
 }
 
-/** CPU seconds (user + system) that `pid` has used so far, 0 when it is gone. */
-export function cpuSeconds(pid: number): number {
+/** CPU seconds (user + system) that `pid` has used so far (with `thread`: that thread's alone), 0 when it is gone. */
+export function cpuSeconds(pid: number, thread?: number): number {
 	try {
-		const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+		const stat = fs.readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, "utf8");
 		const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
 		return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
 	} catch {

@@ -1,0 +1,115 @@
+/**
+ * A/B of the embedded default's cached read: the same load against several builds (or the same
+ * build with other environment), started side by side and measured in turns, so that the
+ * machine's drift between runs falls on every variant alike. Reports the CPU per request of each
+ * variant's process, and of its main thread alone (the rest is V8's and libuv's helper threads:
+ * garbage collection, optimising compilers, the SQLite pool).
+ *
+ *   npx ts-node --transpile-only bench/ab.ts [--rounds 4] [--duration 4] [--warmup 2] [--idle 0] <variant>...
+ *
+ * A variant is a directory holding a built copy (`dist/`, `package.json`, `node_modules/`, as
+ * `npm run build` leaves them), optionally followed by `|` and JSON of more environment:
+ *
+ *   cp -r dist package.json /tmp/before/ && ln -s "$PWD/node_modules" /tmp/before/  # then change, build
+ *   npx ts-node --transpile-only bench/ab.ts /tmp/before . '.|{"TRACING":"off"}'
+ *
+ * NODE_ARGS (environment) is passed to each variant's node, e.g. `--trace-opt`; with OUT=<prefix>
+ * each variant's output goes to <prefix>-<n>. 2,000 products, uniform ids, 50 connections.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import autocannon from "autocannon";
+import { seedProducts, waitHttp } from "./targets";
+import { cpuSeconds, freePort } from "./common";
+import { getLoad } from "./scenarios";
+
+const PRODUCTS = 2000;
+const args = process.argv.slice(2);
+function option(name: string, dflt: number): number {
+	const i = args.indexOf(`--${name}`);
+	return i >= 0 ? Number(args.splice(i, 2)[1]) : dflt;
+}
+const ROUNDS = option("rounds", 4);
+const DURATION = option("duration", 4);
+const WARMUP = option("warmup", 2);
+/** Seconds every variant sits idle between its start (seeded, read once) and the warm-up. */
+const IDLE = option("idle", 0);
+if (args.length === 0) throw new Error("name at least one variant: a directory with a built copy, optionally |{json env}");
+
+interface Variant {
+	name: string;
+	port: number;
+	proc: ChildProcess;
+	dataDir: string;
+	cpu: number[];
+}
+
+async function start(spec: string, index: number): Promise<Variant> {
+	const [dir, extra] = spec.split("|");
+	const root = path.resolve(dir);
+	const port = await freePort();
+	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "carsi-ab-"));
+	const env: Record<string, string> = {
+		PATH: process.env.PATH ?? "",
+		HOME: process.env.HOME ?? "",
+		SERVICEDIR: "dist/services",
+		DATA_DIR: dataDir,
+		PORT: String(port),
+		LOG_LEVEL: "warn",
+		NAMESPACE: `ab${randomBytes(3).toString("hex")}`,
+		ADMIN_PASSWORD: "bench-admin-password",
+		CACHE_TTL: "3600",
+		...(extra ? (JSON.parse(extra) as Record<string, string>) : {}),
+	};
+	const out = process.env.OUT ? fs.openSync(`${process.env.OUT}-${index}`, "w") : "ignore";
+	const nodeArgs = process.env.NODE_ARGS ? process.env.NODE_ARGS.split(" ") : [];
+	const runner = path.join(root, "node_modules/moleculer/bin/moleculer-runner.js");
+	const proc = spawn(process.execPath, [...nodeArgs, runner, "--config", "dist/moleculer.config.js"], { cwd: root, env, stdio: ["ignore", out, "inherit"] });
+	await waitHttp(`http://127.0.0.1:${port}/ready`, 60_000, () => (proc.exitCode !== null ? `${spec} exited` : undefined));
+	await seedProducts({ kind: "sqlite", file: path.join(dataDir, "products.sqlite") }, 1, PRODUCTS);
+	for (let i = 1; i <= PRODUCTS; i++) await (await fetch(`http://127.0.0.1:${port}/api/products/${i}`)).arrayBuffer();
+	return { name: spec, port, proc, dataDir, cpu: [] };
+}
+
+(async () => {
+	const variants: Variant[] = [];
+	try {
+		for (const spec of args) variants.push(await start(spec, variants.length));
+		await new Promise(resolve => setTimeout(resolve, IDLE * 1000));
+		const load = getLoad(PRODUCTS, "uniform");
+		const run = (port: number, seconds: number) =>
+			autocannon({
+				url: `http://127.0.0.1:${port}`,
+				connections: 50,
+				duration: seconds,
+				requests: [{ method: "GET", setupRequest: req => ({ ...req, path: load.next().path }) }],
+			});
+		for (const v of variants) await run(v.port, WARMUP);
+		for (let round = 1; round <= ROUNDS; round++)
+			for (const v of variants) {
+				const pid = v.proc.pid!;
+				const [all0, main0] = [cpuSeconds(pid), cpuSeconds(pid, pid)]; // a main thread's id is its pid
+				const r = await run(v.port, DURATION);
+				const [all1, main1] = [cpuSeconds(pid), cpuSeconds(pid, pid)];
+				const perReq = (s: number) => ((s * 1e6) / r.requests.total).toFixed(1);
+				v.cpu.push(((all1 - all0) * 1e6) / r.requests.total);
+				console.log(`round ${round} ${v.name}: ${r.requests.average} req/s, CPU ${perReq(all1 - all0)} µs/req (main thread ${perReq(main1 - main0)}), non-2xx ${r.non2xx}`);
+			}
+		for (const v of variants) {
+			const sorted = [...v.cpu].sort((a, b) => a - b);
+			console.log(`${v.name}: CPU µs/req median ${sorted[Math.floor(sorted.length / 2)].toFixed(1)}, range ${sorted[0].toFixed(1)}-${sorted[sorted.length - 1].toFixed(1)}`);
+		}
+	} finally {
+		for (const v of variants) {
+			v.proc.kill();
+			fs.rmSync(v.dataDir, { recursive: true, force: true });
+		}
+	}
+	process.exit(0);
+})().catch(err => {
+	console.error(err);
+	process.exit(1);
+});
