@@ -22,7 +22,7 @@ import path from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import autocannon from "autocannon";
-import { seedProducts, waitHttp } from "./targets";
+import { benchEnv, seedProducts, sweep, waitHttp } from "./targets";
 import { cpuSeconds, freePort } from "./common";
 import { getLoad } from "./scenarios";
 
@@ -56,12 +56,7 @@ async function start(spec: string, index: number): Promise<Variant> {
 		PATH: process.env.PATH ?? "",
 		HOME: process.env.HOME ?? "",
 		SERVICEDIR: "dist/services",
-		DATA_DIR: dataDir,
-		PORT: String(port),
-		LOG_LEVEL: "warn",
-		NAMESPACE: `ab${randomBytes(3).toString("hex")}`,
-		ADMIN_PASSWORD: "bench-admin-password",
-		CACHE_TTL: "3600",
+		...benchEnv({ dataDir, port, namespace: `ab${randomBytes(3).toString("hex")}` }),
 		...(extra ? (JSON.parse(extra) as Record<string, string>) : {}),
 	};
 	const out = process.env.OUT ? fs.openSync(`${process.env.OUT}-${index}`, "w") : "ignore";
@@ -70,7 +65,7 @@ async function start(spec: string, index: number): Promise<Variant> {
 	const proc = spawn(process.execPath, [...nodeArgs, runner, "--config", "dist/moleculer.config.js"], { cwd: root, env, stdio: ["ignore", out, "inherit"] });
 	await waitHttp(`http://127.0.0.1:${port}/ready`, 60_000, () => (proc.exitCode !== null ? `${spec} exited` : undefined));
 	await seedProducts({ kind: "sqlite", file: path.join(dataDir, "products.sqlite") }, 1, PRODUCTS);
-	for (let i = 1; i <= PRODUCTS; i++) await (await fetch(`http://127.0.0.1:${port}/api/products/${i}`)).arrayBuffer();
+	await sweep({ name: spec, port }, PRODUCTS, 50);
 	return { name: spec, port, proc, dataDir, cpu: [] };
 }
 

@@ -26,7 +26,7 @@ import { SERVERS } from "../test/support/servers";
 import { cpuSeconds, processTree, type Distribution } from "./common";
 import { checkNotifications, getLoad, listLoad, oneMatchSearchLoad, orderLoad, registerCustomers, type Customer, type Load, type OrderCheck, type ScenarioName } from "./scenarios";
 import { report, type GrowthRow, type MeasureRow } from "./report";
-import { baseAmqp, baseMwRedis, baseNodeRedis, basePg, cluster, insertRows, log, oneProcess, query, type Target, type TargetOptions } from "./targets";
+import { baseAmqp, baseMwRedis, baseNodeRedis, basePg, cluster, insertRows, log, oneProcess, query, sweep, type Target, type TargetOptions } from "./targets";
 
 const ROOT = path.resolve(__dirname, "..");
 
@@ -125,24 +125,6 @@ function plan(): Planned[] {
 
 // ---------------------------------------------------------------- measure
 type Measure = MeasureRow & Planned;
-
-/** GETs every product once, CONNECTIONS at a time: fills the cache and checks the seed (each must answer 200). */
-async function sweep(t: Target, n: number): Promise<void> {
-	const t0 = Date.now();
-	let next = 1;
-	let bad = 0;
-	await Promise.all(
-		Array.from({ length: CONNECTIONS }, async () => {
-			while (next <= n) {
-				const res = await fetch(`http://127.0.0.1:${t.port}/api/products/${next++}`);
-				await res.arrayBuffer();
-				if (res.status !== 200) bad++;
-			}
-		}),
-	);
-	if (bad > 0) throw new Error(`${t.name}: ${bad} of ${n} products did not answer 200 after seeding`);
-	log(`${t.name}: read all ${n} products once in ${Date.now() - t0} ms`);
-}
 
 async function load(t: Target, l: Load, seconds: number) {
 	let hits = 0;
@@ -412,7 +394,7 @@ async function main(): Promise<number> {
 			for (const n of use) {
 				const t = targets.get(n)!;
 				const uses = phasePlan.filter(p => p.target === n);
-				if (uses.some(p => p.scenario === "get")) await sweep(t, PRODUCTS);
+				if (uses.some(p => p.scenario === "get")) await sweep(t, PRODUCTS, CONNECTIONS);
 				if (uses.some(p => p.scenario === "order") && t.kind === "ours" && !customers.has(n)) customers.set(n, await registerCustomers(t, CUSTOMERS, `${n}-${RUN}`));
 				if (WARMUP > 0) for (const p of uses) if (p.scenario !== "order") await load(t, loadFor(p, t, []), WARMUP / uses.length);
 			}
@@ -422,7 +404,7 @@ async function main(): Promise<number> {
 					// A cached read is measured warm: the orders of the pass before took stock, and so
 					// removed the cached copies of those products.
 					const ordered = phasePlan.some(q => q.target === p.target && q.scenario === "order");
-					if (pass > 1 && p.scenario === "get" && ordered) await sweep(targets.get(p.target)!, PRODUCTS);
+					if (pass > 1 && p.scenario === "get" && ordered) await sweep(targets.get(p.target)!, PRODUCTS, CONNECTIONS);
 					measures.push(await measure(p, targets.get(p.target)!, pass));
 				}
 			phase(`${name}: measured`);

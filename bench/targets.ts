@@ -24,6 +24,36 @@ const ROOT = path.resolve(__dirname, "..");
 export const BENCH_CACHE_TTL = "3600";
 export const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
+/** The environment of one of our processes under the bench (what every target of ours and bench/ab.ts give it). */
+export function benchEnv(o: { dataDir: string; port: number; namespace: string }): Record<string, string> {
+	return {
+		DATA_DIR: o.dataDir,
+		PORT: String(o.port),
+		LOG_LEVEL: "warn",
+		NAMESPACE: o.namespace,
+		ADMIN_PASSWORD: "bench-admin-password",
+		CACHE_TTL: BENCH_CACHE_TTL,
+	};
+}
+
+/** GETs every product once, `connections` at a time: fills the cache and checks the seed (each must answer 200). */
+export async function sweep(t: { name: string; port: number }, n: number, connections: number): Promise<void> {
+	const t0 = Date.now();
+	let next = 1;
+	let bad = 0;
+	await Promise.all(
+		Array.from({ length: connections }, async () => {
+			while (next <= n) {
+				const res = await fetch(`http://127.0.0.1:${t.port}/api/products/${next++}`);
+				await res.arrayBuffer();
+				if (res.status !== 200) bad++;
+			}
+		}),
+	);
+	if (bad > 0) throw new Error(`${t.name}: ${bad} of ${n} products did not answer 200 after seeding`);
+	log(`${t.name}: read all ${n} products once in ${Date.now() - t0} ms`);
+}
+
 /** Where one service's rows are: a SQLite file or a PostgreSQL URL. */
 export type Store = { kind: "sqlite"; file: string } | { kind: "pg"; url: string };
 
@@ -292,16 +322,7 @@ export function oneProcess(o: TargetOptions, opts: OursOptions): Target {
 		async start() {
 			t.port = await freePort();
 			dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `carsi-bench-${opts.name}-`));
-			const env: Record<string, string> = {
-				DATA_DIR: dataDir,
-				PORT: String(t.port),
-				LOG_LEVEL: "warn",
-				NAMESPACE: ns,
-				ADMIN_PASSWORD: "bench-admin-password",
-				CACHE_TTL: BENCH_CACHE_TTL,
-				...opts.env,
-				...o.env,
-			};
+			const env: Record<string, string> = { ...benchEnv({ dataDir, port: t.port, namespace: ns }), ...opts.env, ...o.env };
 			if (opts.cache === "redis") env.CACHER = SERVERS.redis;
 			if (opts.cache === "off") env.CACHER = "off";
 			if (opts.db === "pg")

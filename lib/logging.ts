@@ -51,8 +51,13 @@ const withDebugLines = (handler: Handler, what: string, logger: Logger) =>
  * when the handlers are wrapped: nothing is checked per call) each handler also logs its start
  * and end, so a request leaves a line in every service it crosses.
  */
+/** True when LOG_LEVEL lets `debug` lines through. */
+export function debugLogging(logLevel: string): boolean {
+	return logLevel === "debug" || logLevel === "trace";
+}
+
 export function requestIdMiddleware(logLevel: string): Middleware {
-	const debug = logLevel === "debug" || logLevel === "trace";
+	const debug = debugLogging(logLevel);
 	// A consumer's channel definition names no service: its lines go to the "CHANNELS" module.
 	let fallback: Logger | undefined;
 	const wrap =

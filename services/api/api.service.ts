@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import ApiGateway from "moleculer-web";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import { getConfig } from "../../lib/config";
+import { debugLogging } from "../../lib/logging";
 import { lifecycle } from "../../lib/service";
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError, ValidationFailedError } from "../../lib/errors";
 import { PrometheusReporter } from "../../lib/prometheus";
@@ -91,7 +92,7 @@ interface ApiMethods {
 type ApiThis = Service<ApiSettings> & ApiMethods & { rateStore: WindowStore; version: string; hub: NotificationHub };
 
 const config = getConfig();
-const REQUEST_LOGS = config.logLevel === "debug" || config.logLevel === "trace" ? "debug" : null;
+const REQUEST_LOGS = debugLogging(config.logLevel) ? "debug" : null;
 
 /**
  * Headers a JSON API sends on every answer: helmet 8's defaults, with the strictest CSP and framing
