@@ -41,7 +41,7 @@ export interface ReportInput {
 	growth: GrowthRow[];
 	machine: Record<string, unknown>;
 	cmd: string;
-	settings: { connections: number; duration: number; warmup: number; products: number; passes: number };
+	settings: { connections: number; duration: number; requests?: { read: number; order: number }; warmup: number; products: number; passes: number };
 	seconds: number;
 	targets: Array<{ name: string; describe: string }>;
 }
@@ -65,7 +65,7 @@ export function report(input: ReportInput): string {
 	const lines: string[] = [
 		`# Çarşı bench, ${new Date().toISOString()}`,
 		"",
-		`\`${cmd}\` — ${s.connections} connections, ${s.duration} s per measure (${s.warmup} s warm-up per target), ${s.products} products, ${s.passes} pass(es) interleaved; ${input.seconds.toFixed(0)} s in all.`,
+		`\`${cmd}\` — ${s.connections} connections, ${s.requests ? `${s.requests.read} requests per measure (${s.requests.order} orders)` : `${s.duration} s per measure`} (${s.warmup} s warm-up per target), ${s.products} products, ${s.passes} pass(es) interleaved; ${input.seconds.toFixed(0)} s in all.`,
 		"",
 		`Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, ${machine.platform}; ` +
 			Object.entries((machine.versions ?? {}) as Record<string, string>).map(([k, v]) => `${k} ${v}`).join(", ") +

@@ -9,8 +9,9 @@
  *                 [--targets name,...] [--growth 1000,100000] [--profile <dir>]
  *
  * Each measure is one (scenario, target, id distribution); pass 1 goes over every measure, then
- * pass 2 (the machine's noise shows as the gap between them). --smoke: one short pass on fewer
- * targets and small growth sizes; exits 1 when a measure errs (more than 1% non-2xx, errors or
+ * pass 2 (the machine's noise shows as the gap between them). --smoke: one pass on fewer targets
+ * and small growth sizes, each measure a fixed number of requests instead of seconds (it checks
+ * that everything runs, not how fast: about 10 s); exits 1 when a measure errs (more than 1% non-2xx, errors or
  * timeouts, a process exiting, an order without exactly one notification). Needs `npm run build`.
  * Writes bench/results/<date>-<host>.json and .md, and prints the markdown.
  */
@@ -36,7 +37,9 @@ function arg(name: string, dflt: string): string {
 	return i > 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
 }
 const SMOKE = process.argv.includes("--smoke");
-const DURATION = Number(arg("duration", SMOKE ? "1" : "5"));
+const DURATION = Number(arg("duration", "5"));
+/** The smoke's measures send a number of requests, not seconds: reads, and orders (which take longer). */
+const SMOKE_REQUESTS = { read: 300, order: 100 };
 const WARMUP = Number(arg("warmup", SMOKE ? "0" : "3"));
 const CONNECTIONS = Number(arg("connections", "50"));
 const PRODUCTS = Number(arg("products", SMOKE ? "1000" : "10000"));
@@ -106,7 +109,7 @@ const FULL_PLAN: Record<ScenarioName, Array<[string, Array<Distribution | "-">]>
 		["distributed", ["-"]],
 	],
 };
-/** The smoke keeps to one-process targets (the cluster has its own tests): about half a minute. */
+/** The smoke keeps to one-process targets (the cluster has its own tests). */
 const SMOKE_TARGETS = ["base-node-redis", "base-pg", "embedded", "embedded-nocache"];
 const CUSTOMERS = SMOKE ? 5 : 50;
 /** Measured in their own phase, beside the AMQP cluster, once the main phase's targets are stopped. */
@@ -126,14 +129,16 @@ function plan(): Planned[] {
 // ---------------------------------------------------------------- measure
 type Measure = MeasureRow & Planned;
 
-async function load(t: Target, l: Load, seconds: number) {
+/** Load for `seconds`; in the smoke, for a fixed number of requests instead. */
+async function load(t: Target, l: Load, seconds: number, smokeRequests = SMOKE_REQUESTS.read) {
 	let hits = 0;
 	let misses = 0;
 	const statuses: Record<string, number> = {};
 	const result = await autocannon({
 		url: `http://127.0.0.1:${t.port}`,
 		connections: CONNECTIONS,
-		duration: seconds,
+		// autocannon notices the end at its next sample: every 100 ms, not every second, in the smoke
+		...(SMOKE ? { amount: smokeRequests, sampleInt: 100 } : { duration: seconds }),
 		timeout: 10,
 		requests: [
 			{
@@ -212,9 +217,8 @@ async function measure(p: Planned, t: Target, pass: number): Promise<Measure> {
 	for (const pid of [...ownPids(t), process.pid, ...serverPids()]) before.set(pid, cpuSeconds(pid));
 	const placed: string[] = [];
 	const t0 = process.hrtime.bigint();
-	// An order takes far longer than a read: a one-second smoke would see none complete.
-	const seconds = p.scenario === "order" ? Math.max(DURATION, 3) : DURATION;
-	const { result: r, hits, misses, statuses } = await load(t, loadFor(p, t, placed), seconds);
+	const order = p.scenario === "order";
+	const { result: r, hits, misses, statuses } = await load(t, loadFor(p, t, placed), DURATION, order ? SMOKE_REQUESTS.order : SMOKE_REQUESTS.read);
 	const wall = Number(process.hrtime.bigint() - t0) / 1e9;
 	const own = new Set(ownPids(t));
 	const cpu: Record<string, number> = {};
@@ -423,7 +427,7 @@ async function main(): Promise<number> {
 	}
 	const cmd = `npm run bench -- ${process.argv.slice(2).join(" ")}`.replace(/ -- $/, "");
 	const seconds = (Date.now() - started) / 1000;
-	const settings = { smoke: SMOKE, duration: DURATION, warmup: WARMUP, connections: CONNECTIONS, products: PRODUCTS, passes: PASSES, growth: GROWTH, scenarios: SCENARIOS };
+	const settings = { smoke: SMOKE, ...(SMOKE ? { requests: SMOKE_REQUESTS } : {}), duration: DURATION, warmup: WARMUP, connections: CONNECTIONS, products: PRODUCTS, passes: PASSES, growth: GROWTH, scenarios: SCENARIOS };
 	const md = report({ measures, growth: growthRows, machine, cmd, settings, seconds, targets: all.map(t => ({ name: t.name, describe: t.describe })) });
 	process.stdout.write("\n" + md);
 	const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
