@@ -158,11 +158,10 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 				}
 				faultPoint("orders.after-commit");
 				this.kickRelay();
-				// The reservation is now the order's. If this call is lost, the sweeper in products asks
-				// orders.placement and confirms it, and the order.created event confirms it too.
-				await ctx.call("products.confirm", { orderId }).catch((err: Error) => {
-					this.logger.warn(`Reservation ${orderId} not confirmed yet: ${err.message}`);
-				});
+				// The reservation is now the order's: products confirms it when order.created reaches
+				// it (at least once, from the outbox just committed), and its sweeper asks
+				// orders.placement for any still held past its time. No call here: it would confirm
+				// the same reservation a second time, one more call and statement per order.
 				return order;
 			},
 		},
