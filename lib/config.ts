@@ -47,6 +47,8 @@ export interface Config {
 	reservationSweepMs: number;
 	/** How often the outbox relay looks for pending events (it is also woken after each commit). */
 	outboxPollMs: number;
+	/** The most PostgreSQL connections each service's pool opens (DB_POOL_MAX). */
+	dbPoolMax: number;
 	/** Test-only: the name of a point where this process kills itself (lib/faults.ts). */
 	faultPoint?: string;
 	/**
@@ -217,6 +219,7 @@ export function loadConfig(env: Env = process.env): Config {
 		reservationTtlMs: int(env, "RESERVATION_TTL_MS", 300_000, 100),
 		reservationSweepMs: int(env, "RESERVATION_SWEEP_MS", 5_000, 50),
 		outboxPollMs: int(env, "OUTBOX_POLL_MS", 1_000, 10),
+		dbPoolMax: int(env, "DB_POOL_MAX", 10, 1),
 		faultPoint: env.CARSI_FAULT || undefined,
 		smtp: { url: smtpUrl, from: env.SMTP_FROM || "Çarşı <no-reply@carsi.local>" },
 		channels: {

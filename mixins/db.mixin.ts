@@ -11,7 +11,7 @@ import SequelizeAdapter from "moleculer-db-adapter-sequelize";
 import type { Context, ServiceSchema } from "moleculer";
 import { Sequelize, QueryInterface, ModelAttributes, ModelOptions, ModelStatic, Model, Transaction, type FindOptions } from "sequelize";
 import { Umzug, SequelizeStorage } from "umzug";
-import { maskUrl } from "../lib/config";
+import { getConfig, maskUrl } from "../lib/config";
 import { ServiceUnavailableError } from "../lib/errors";
 import { lifecycle } from "../lib/service";
 import { countedPage, type Page } from "../lib/params";
@@ -102,7 +102,8 @@ function setPragmas(db: SqliteConnection): Promise<void> {
 	);
 }
 
-export function createSequelize(url: string): Sequelize {
+/** `poolMax`: the most connections the pool opens on PostgreSQL (SQLite keeps its own). */
+export function createSequelize(url: string, poolMax = 10): Sequelize {
 	if (url.startsWith("sqlite:")) {
 		const storage = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
 		if (storage !== ":memory:") fs.mkdirSync(path.dirname(storage), { recursive: true });
@@ -126,7 +127,7 @@ export function createSequelize(url: string): Sequelize {
 	return new Sequelize(url, {
 		dialect: "postgres",
 		logging: false,
-		pool: { max: 10, min: 0, acquire: 5000, idle: 10_000 },
+		pool: { max: poolMax, min: 0, acquire: 5000, idle: 10_000 },
 		dialectOptions: { connectionTimeoutMillis: 3000 },
 	});
 }
@@ -148,7 +149,7 @@ class MigratingSequelizeAdapter extends SequelizeAdapter {
 	}
 
 	override async connect(): Promise<void> {
-		this.db = createSequelize(this.url);
+		this.db = createSequelize(this.url, getConfig().dbPoolMax);
 		await this.db.authenticate();
 		await this.migrate();
 		const def = this.service.schema.model;

@@ -1,6 +1,7 @@
 /** lib/config: API.md's environment, parsed once, with its defaults and refusals. */
 import path from "node:path";
 import { loadConfig, maskUrl, ConfigError } from "../../lib/config";
+import { createSequelize } from "../../mixins/db.mixin";
 
 it("gives the embedded default when nothing is set", () => {
 	const c = loadConfig({});
@@ -14,6 +15,7 @@ it("gives the embedded default when nothing is set", () => {
 	expect(c.jwt.generated).toBe(true);
 	expect(c.jwt.secret.length).toBeGreaterThanOrEqual(32);
 	expect(c.cors.origins).toBe("*");
+	expect(c.dbPoolMax).toBe(10);
 });
 
 it("reads a distributed node's variables", () => {
@@ -33,12 +35,21 @@ it("reads a distributed node's variables", () => {
 	expect(c.cors.origins).toEqual(["https://shop.example", "https://admin.example"]);
 });
 
+it("sizes each service's PostgreSQL pool with DB_POOL_MAX", () => {
+	expect(loadConfig({ DB_POOL_MAX: "4" }).dbPoolMax).toBe(4);
+	// What the services' adapter builds from it (no connection is opened here).
+	const db = createSequelize("postgres://postgres@127.0.0.1:5432/unused", 4);
+	expect((db.config as unknown as { pool: { max: number } }).pool.max).toBe(4);
+	void db.close();
+});
+
 it.each([
 	[{ TRANSPORTER: "amqp://x" }, /JWT_SECRET is required/],
 	[{ NODE_ENV: "production" }, /JWT_SECRET is required/],
 	[{ SERVICES: "products,payments" }, /unknown service "payments"/],
 	[{ PORT: "eighty" }, /PORT must be an integer/],
 	[{ CACHE_TTL: "0" }, /CACHE_TTL must be an integer >= 1/],
+	[{ DB_POOL_MAX: "0" }, /DB_POOL_MAX must be an integer >= 1/],
 ])("refuses %j with one clear line", (env, message) => {
 	let error: unknown;
 	try {
