@@ -59,13 +59,18 @@ afterAll(async () => {
 type Db = { query(sql: string): Promise<[unknown[]]> };
 const db = (service: string) => (broker.getLocalService(service) as unknown as { sequelize: Db }).sequelize;
 
-/** Every row a route can write (notifications are written later, by events of accepted requests; outbox only by its ids). */
+/**
+ * Every row a route can write. Left out: what the events of accepted requests write later
+ * (notifications; the outbox's sent marks, so outbox rows by id only; a reservation going from
+ * held to confirmed when its order.created arrives, so held and confirmed are one state here: the
+ * stock is taken either way, and a refused request must neither take nor give back any).
+ */
 async function fingerprint(): Promise<string> {
 	const parts = await Promise.all([
 		db("users").query("SELECT * FROM users ORDER BY id"),
 		db("users").query("SELECT event_id FROM outbox ORDER BY event_id"),
 		db("products").query("SELECT * FROM products ORDER BY id"),
-		db("products").query("SELECT order_id, status, lines FROM reservations ORDER BY order_id"),
+		db("products").query("SELECT order_id, CASE status WHEN 'released' THEN 'released' ELSE 'taken' END AS state, lines FROM reservations ORDER BY order_id"),
 		db("orders").query("SELECT * FROM orders ORDER BY id"),
 		db("orders").query("SELECT event_id FROM outbox ORDER BY event_id"),
 	]);
