@@ -46,7 +46,36 @@ function sqliteTime(date: Date): string {
 	return `${date.toISOString().slice(0, 23).replace("T", " ")} +00:00`;
 }
 
-export async function runSql<R>(sequelize: Sequelize, text: string, params: unknown[], t?: Transaction): Promise<SqlResult<R>> {
+const sqliteWrites = new WeakMap<Sequelize, Promise<unknown>>();
+
+/**
+ * SQLite: runs `fn` after every earlier write of this process on the same database has settled.
+ * SQLite has one writer at a time, and a writer that finds the file locked sleeps in back-offs of
+ * up to 100 ms before it tries again: against a steady stream of transactions a single statement
+ * from elsewhere (the outbox relay marking its batch sent, a consumer's update) could wait for
+ * seconds, losing to whoever came later. In this queue every write of the process, a transaction
+ * (db.mixin) or one statement outside one (runSql), takes its turn in arrival order.
+ */
+export function queueSqliteWrite<T>(sequelize: Sequelize, fn: () => Promise<T>): Promise<T> {
+	const previous = sqliteWrites.get(sequelize) ?? Promise.resolve();
+	const run = previous.then(fn, fn);
+	sqliteWrites.set(
+		sequelize,
+		run.catch(() => undefined),
+	);
+	return run;
+}
+
+/**
+ * One statement, in transaction `t` or alone. On SQLite a write outside a transaction waits for its
+ * turn among the process's writes (queueSqliteWrite); inside one it runs in the transaction's turn.
+ */
+export function runSql<R>(sequelize: Sequelize, text: string, params: unknown[], t?: Transaction): Promise<SqlResult<R>> {
+	if (!t && sequelize.getDialect() !== "postgres" && !/^\s*SELECT\b/i.test(text)) return queueSqliteWrite(sequelize, () => execute<R>(sequelize, text, params));
+	return execute<R>(sequelize, text, params, t);
+}
+
+async function execute<R>(sequelize: Sequelize, text: string, params: unknown[], t?: Transaction): Promise<SqlResult<R>> {
 	const ended = t as unknown as { finished?: string; id: string } | undefined;
 	if (ended?.finished) throw new Error(`${ended.finished} has been called on this transaction (${ended.id}), you can no longer use it`);
 	const own = t ? undefined : (sequelize.connectionManager as unknown as ConnectionManager);

@@ -15,7 +15,7 @@ import { getConfig, maskUrl } from "../lib/config";
 import { ServiceUnavailableError } from "../lib/errors";
 import { lifecycle } from "../lib/service";
 import { countedPage, type Page } from "../lib/params";
-import { runSql, runTransaction, type SqlResult } from "../lib/sql";
+import { queueSqliteWrite, runSql, runTransaction, type SqlResult } from "../lib/sql";
 
 export interface Migration {
 	name: string;
@@ -256,10 +256,11 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 				if (this.dbDialect() !== "sqlite") return runTransaction(this.sequelize, "BEGIN", fn);
 				// SQLite has one writer at a time, and concurrent transactions busy-wait with back-offs
 				// of up to 100 ms: under 100 concurrent orders they time out. Queueing this process's
-				// transactions on one file (and one connection) is exact and fast; IMMEDIATE takes the
+				// transactions on one file (and one connection), with its single writes (lib/sql
+				// queueSqliteWrite), is exact and fast; IMMEDIATE takes the
 				// write lock at BEGIN (a deferred one that read first fails with SQLITE_BUSY when
 				// another wrote meanwhile).
-				return serialize(this.sequelize, () => runTransaction(this.sequelize, "BEGIN IMMEDIATE", fn));
+				return queueSqliteWrite(this.sequelize, () => runTransaction(this.sequelize, "BEGIN IMMEDIATE", fn));
 			},
 		},
 		created: lifecycle<{ adapter: unknown; settings: DbSettings; broker: unknown }>(function () {
@@ -301,19 +302,6 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 			throw error;
 		}),
 	};
-}
-
-const queues = new WeakMap<Sequelize, Promise<unknown>>();
-
-/** Runs `fn` after every earlier call for the same database has settled. */
-function serialize<T>(db: Sequelize, fn: () => Promise<T>): Promise<T> {
-	const previous = queues.get(db) ?? Promise.resolve();
-	const run = previous.then(fn, fn);
-	queues.set(
-		db,
-		run.catch(() => undefined),
-	);
-	return run;
 }
 
 function describe(err: unknown): string {

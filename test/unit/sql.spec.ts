@@ -4,7 +4,7 @@
  */
 import { DataTypes, UniqueConstraintError, type Sequelize } from "sequelize";
 import { createSequelize, isConnectionError } from "../../mixins/db.mixin";
-import { runSql, runTransaction } from "../../lib/sql";
+import { queueSqliteWrite, runSql, runTransaction } from "../../lib/sql";
 import { tempDir } from "../support/broker";
 
 let tmp: ReturnType<typeof tempDir>;
@@ -76,5 +76,30 @@ describe("runTransaction", () => {
 		await expect(db.model("thing").create({ id: "tx-late" }, { transaction: done })).rejects.toThrow(/commit has been called/);
 		await expect(runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-late"], done)).rejects.toThrow(/commit has been called/);
 		expect(await ids()).toEqual(["tx-a", "tx-b"]);
+	});
+});
+
+describe("queueSqliteWrite", () => {
+	it("gives a write outside a transaction its turn among a stream of queued transactions", async () => {
+		await runSql(db, "INSERT INTO things (id, n) VALUES ($1, 0)", ["q-counter"]);
+		const done: string[] = [];
+		// Each transaction holds the write lock across a few turns of the event loop, as an order's does.
+		const transaction = (i: number) =>
+			queueSqliteWrite(db, () =>
+				runTransaction(db, "BEGIN IMMEDIATE", async t => {
+					await runSql(db, "UPDATE things SET n = n + 1 WHERE id = $1", ["q-counter"], t);
+					await new Promise(r => setTimeout(r, 2));
+					await runSql(db, "UPDATE things SET n = n + 1 WHERE id = $1", ["q-counter"], t);
+				}),
+			).then(() => done.push(`tx-${i}`));
+		const first = Array.from({ length: 20 }, (_, i) => transaction(i));
+		// Arrives after 20 transactions and before 20 more: it must not wait for those, nor fail.
+		const write = runSql(db, "UPDATE things SET n = -1 WHERE id = $1", ["q-counter"]).then(() => done.push("write"));
+		const later = Array.from({ length: 20 }, (_, i) => transaction(20 + i));
+		await Promise.all([...first, write, ...later]);
+		expect(done.indexOf("write")).toBe(20);
+		// Set between the two groups: only the 20 later transactions added to it afterwards.
+		const { rows } = await runSql<{ n: number }>(db, "SELECT n FROM things WHERE id = $1", ["q-counter"]);
+		expect(rows[0].n).toBe(-1 + 20 * 2);
 	});
 });
