@@ -74,11 +74,13 @@ export function processTree(pid: number): number[] {
 }
 
 /** CPU seconds (user + system) that `pid` has used so far (with `thread`: that thread's alone), 0 when it is gone. */
-export function cpuSeconds(pid: number, thread?: number): number {
+export function cpuSeconds(pid: number, thread?: number, opts: { reapedChildren?: boolean } = {}): number {
 	try {
 		const stat = fs.readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, "utf8");
 		const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-		return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
+		// utime, stime in USER_HZ (100 on Linux); with reapedChildren also cutime, cstime: the CPU of
+		// children that have exited (a PostgreSQL backend, once its connection closed).
+		return (Number(f[11]) + Number(f[12]) + (opts.reapedChildren ? Number(f[13]) + Number(f[14]) : 0)) / 100;
 	} catch {
 		return 0;
 	}

@@ -213,8 +213,13 @@ function loadFor(p: Planned, t: Target, placed: string[]): Load {
 }
 
 async function measure(p: Planned, t: Target, pass: number): Promise<Measure> {
+	// The servers' CPU includes what their exited children used (a PostgreSQL backend whose
+	// connection closed), and the backends opened during the measure count from their start.
+	const serverCpu = (pid: number) => cpuSeconds(pid, undefined, { reapedChildren: true });
 	const before = new Map<number, number>();
-	for (const pid of [...ownPids(t), process.pid, ...serverPids()]) before.set(pid, cpuSeconds(pid));
+	for (const pid of [...ownPids(t), process.pid]) before.set(pid, cpuSeconds(pid));
+	const serversBefore = new Set(serverPids());
+	for (const pid of serversBefore) before.set(pid, serverCpu(pid));
 	const placed: string[] = [];
 	const t0 = process.hrtime.bigint();
 	const order = p.scenario === "order";
@@ -223,8 +228,10 @@ async function measure(p: Planned, t: Target, pass: number): Promise<Measure> {
 	const own = new Set(ownPids(t));
 	const cpu: Record<string, number> = {};
 	let ownCpu = 0;
+	const servers = new Set([...serversBefore, ...serverPids()]);
+	for (const pid of servers) if (!before.has(pid)) before.set(pid, 0);
 	for (const [pid, c0] of before) {
-		const used = cpuSeconds(pid) - c0;
+		const used = (servers.has(pid) ? serverCpu(pid) : cpuSeconds(pid)) - c0;
 		if (own.has(pid)) ownCpu += used;
 		const label = processLabel(pid);
 		cpu[label] = Math.round(((cpu[label] ?? 0) + used / wall) * 100) / 100;
