@@ -220,6 +220,7 @@ async function measure(p: Planned, t: Target, pass: number): Promise<Measure> {
 	for (const pid of [...ownPids(t), process.pid]) before.set(pid, cpuSeconds(pid));
 	const serversBefore = new Set(serverPids());
 	for (const pid of serversBefore) before.set(pid, serverCpu(pid));
+	const labels = new Map([...before.keys()].map(pid => [pid, processLabel(pid)]));
 	const placed: string[] = [];
 	const t0 = process.hrtime.bigint();
 	const order = p.scenario === "order";
@@ -231,11 +232,14 @@ async function measure(p: Planned, t: Target, pass: number): Promise<Measure> {
 	const servers = new Set([...serversBefore, ...serverPids()]);
 	for (const pid of servers) if (!before.has(pid)) before.set(pid, 0);
 	for (const [pid, c0] of before) {
+		// A backend that exited during the measure: its whole CPU is now in the postmaster's reaped
+		// children, and this takes back what it had used before (under the label it had then).
 		const used = (servers.has(pid) ? serverCpu(pid) : cpuSeconds(pid)) - c0;
 		if (own.has(pid)) ownCpu += used;
-		const label = processLabel(pid);
-		cpu[label] = Math.round(((cpu[label] ?? 0) + used / wall) * 100) / 100;
+		const label = labels.get(pid) ?? processLabel(pid);
+		cpu[label] = (cpu[label] ?? 0) + used / wall;
 	}
+	for (const label of Object.keys(cpu)) cpu[label] = Math.round(cpu[label] * 100) / 100;
 	const total = r.requests.total + r.errors + r.timeouts;
 	const bad = r.non2xx + r.errors + r.timeouts;
 	let why = t.crashed();
