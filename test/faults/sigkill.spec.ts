@@ -9,7 +9,7 @@
 import { randomBytes } from "node:crypto";
 import { http, login } from "../support/http";
 import { TestDatabases, pgQuery } from "../support/pg";
-import { QUICK_RECOVERY_ENV, deleteProcessResources, startProcess, waitStarted, type NodeProcess } from "../support/processes";
+import { QUICK_RECOVERY_ENV, deleteProcessResources, startProcess, testPorts, waitStarted, type NodeProcess } from "../support/processes";
 import { SERVERS, requireServers } from "../support/servers";
 import { sleep, waitFor } from "../support/wait";
 import { Tally, duplicateKeyOrders, halfWrittenOrders, load, notificationViolations, stockViolations, summary } from "../support/faults";
@@ -17,7 +17,7 @@ import { Tally, duplicateKeyOrders, halfWrittenOrders, load, notificationViolati
 const namespace = `carsi-test-k${randomBytes(4).toString("hex")}`;
 const dbs = new TestDatabases(["users", "products", "orders", "notifications"] as const);
 const ADMIN = { email: "admin@faults-kill.test", password: "admin-password-1" };
-const basePort = 20000 + Math.floor(Math.random() * 20000);
+const basePort = testPorts(10);
 const gateways = [`http://127.0.0.1:${basePort}`, `http://127.0.0.1:${basePort + 1}`];
 const spawned: NodeProcess[] = [];
 

@@ -15,6 +15,7 @@ import { cachePrefix, deleteKeysWithPrefix } from "../support/redis";
 import { channelsAmqpResources, deleteAmqpResources, deleteChannelsAmqpResources, moleculerAmqpResources } from "../support/amqp";
 import { CONSUMER_GROUPS } from "../../lib/events";
 import { waitFor } from "../support/wait";
+import { testPorts } from "../support/processes";
 
 const ROOT = path.resolve(__dirname, "../..");
 const SERVICES = ["api", "users", "products", "orders", "notifications"];
@@ -22,7 +23,7 @@ const namespace = `carsi-test-c${randomBytes(4).toString("hex")}`;
 const dbPrefix = `carsi_t_${randomBytes(5).toString("hex")}`;
 const databases = ["users", "products", "orders", "notifications"].map(s => `${dbPrefix}_${s}`);
 const ADMIN = { email: "admin@cluster.test", password: "admin-password-1" };
-const PORT = 20000 + Math.floor(Math.random() * 20000);
+const PORT = testPorts();
 const base = `http://127.0.0.1:${PORT}`;
 const REPL_NODE_ID = `${namespace}-repl`;
 const home = mkdtempSync(path.join(os.tmpdir(), "carsi-cluster-test-"));

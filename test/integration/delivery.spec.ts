@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { requireServers, SERVERS } from "../support/servers";
-import { QUICK_RECOVERY_ENV, deleteProcessResources, startProcess, waitStarted, type NodeProcess } from "../support/processes";
+import { QUICK_RECOVERY_ENV, deleteProcessResources, startProcess, waitStarted, testPorts, type NodeProcess } from "../support/processes";
 import { http, login } from "../support/http";
 import { pgQuery, TestDatabases } from "../support/pg";
 import { waitFor } from "../support/wait";
@@ -13,7 +13,7 @@ import { waitFor } from "../support/wait";
 const namespace = `carsi-test-d${randomBytes(4).toString("hex")}`;
 const dbs = new TestDatabases(["users", "products", "orders", "notifications"] as const);
 const ADMIN = { email: "admin@delivery.test", password: "admin-password-1" };
-const PORT = 20000 + Math.floor(Math.random() * 20000);
+const PORT = testPorts();
 const base = `http://127.0.0.1:${PORT}`;
 const spawned: NodeProcess[] = [];
 const running = new Map<string, NodeProcess>();

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { requireServers, SERVERS } from "../support/servers";
-import { startProcess, waitStarted, type NodeProcess } from "../support/processes";
+import { startProcess, waitStarted, testPorts, type NodeProcess } from "../support/processes";
 import { http, login } from "../support/http";
 import { createDatabase, dropDatabase, pgUrl, uniqueDbName } from "../support/pg";
 import { cachePrefix, deleteKeysWithPrefix } from "../support/redis";
@@ -24,7 +24,7 @@ const databases = {
 	notifications: uniqueDbName("notifications"),
 };
 const ADMIN = { email: "admin@observability.test", password: "admin-secret-pw-1" };
-const PORT = 20000 + Math.floor(Math.random() * 20000);
+const PORT = testPorts(4);
 const METRICS = { products: PORT + 1, orders: PORT + 2, notifications: PORT + 3 };
 const base = `http://127.0.0.1:${PORT}`;
 const nodes: Record<string, NodeProcess> = {};

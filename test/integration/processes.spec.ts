@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import type Redis from "ioredis";
 import { requireServers, SERVERS } from "../support/servers";
-import { startProcess, waitStarted, type NodeProcess } from "../support/processes";
+import { startProcess, waitStarted, testPorts, type NodeProcess } from "../support/processes";
 import { http, login } from "../support/http";
 import { createDatabase, dropDatabase, pgUrl, uniqueDbName } from "../support/pg";
 import { cachePrefix, deleteKeysWithPrefix, redisClient } from "../support/redis";
@@ -23,7 +23,7 @@ const databases = {
 };
 const dbUrl = (name: string) => pgUrl(name);
 const ADMIN = { email: "admin@processes.test", password: "admin-password-1" };
-const PORT = 20000 + Math.floor(Math.random() * 20000);
+const PORT = testPorts();
 const base = `http://127.0.0.1:${PORT}`;
 const nodes: NodeProcess[] = [];
 /** Every process of the suite, for the AMQP clean-up (also the ones that fail to start). */

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { requireServers, SERVERS } from "../support/servers";
-import { startProcess, waitStarted, type NodeProcess } from "../support/processes";
+import { startProcess, waitStarted, testPorts, type NodeProcess } from "../support/processes";
 import { http, login } from "../support/http";
 import { TestDatabases } from "../support/pg";
 import { cachePrefix, deleteKeysWithPrefix } from "../support/redis";
@@ -17,7 +17,7 @@ import { CONSUMER_GROUPS } from "../../lib/events";
 const namespace = `carsi-test-s${randomBytes(4).toString("hex")}`;
 const dbs = new TestDatabases(["users", "products", "orders", "notifications"] as const);
 const ADMIN = { email: "admin@scale.test", password: "admin-password-1" };
-const basePort = 20000 + Math.floor(Math.random() * 20000);
+const basePort = testPorts(10);
 const base = `http://127.0.0.1:${basePort}`;
 const nodes: Record<string, NodeProcess> = {};
 
