@@ -4,6 +4,7 @@
  */
 import fs from "node:fs";
 import net from "node:net";
+import { testPorts } from "../test/support/ports";
 
 export const CATEGORIES = ["tea", "coffee", "spices", "sweets", "textiles", "ceramics", "copper", "soap"];
 const EPOCH = "2026-01-01T00:00:00.000Z";
@@ -45,15 +46,21 @@ export function sampler(dist: Distribution, n: number): () => number {
 	};
 }
 
+/**
+ * A port a target can listen on: drawn below the ephemeral range (test/support/ports testPorts),
+ * where no outgoing connection takes it between this check and the target's listen, and found
+ * free on every interface now.
+ */
 export async function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const srv = net.createServer();
-		srv.on("error", reject);
-		srv.listen(0, "127.0.0.1", () => {
-			const { port } = srv.address() as net.AddressInfo;
-			srv.close(() => resolve(port));
+	for (;;) {
+		const port = testPorts();
+		const free = await new Promise<boolean>(resolve => {
+			const srv = net.createServer();
+			srv.once("error", () => resolve(false));
+			srv.listen(port, "0.0.0.0", () => srv.close(() => resolve(true)));
 		});
-	});
+		if (free) return port;
+	}
 }
 
 /** `pid` and every live process below it. */
