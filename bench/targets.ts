@@ -31,10 +31,13 @@ export const BENCH_CACHE_TTL = "3600";
 const BENCH_DB_POOL_MAX = "8";
 export const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
-/** The environment of one of our processes under the bench (what every target of ours and bench/ab.ts give it). */
-export function benchEnv(o: { dataDir: string; port: number; namespace: string }): Record<string, string> {
+/**
+ * The environment of our processes under the bench (every target of ours and bench/ab.ts); a
+ * `dataDir` for the SQLite files of the embedded default.
+ */
+export function benchEnv(o: { dataDir?: string; port: number; namespace: string }): Record<string, string> {
 	return {
-		DATA_DIR: o.dataDir,
+		...(o.dataDir ? { DATA_DIR: o.dataDir } : {}),
 		PORT: String(o.port),
 		LOG_LEVEL: "warn",
 		NAMESPACE: o.namespace,
@@ -374,18 +377,13 @@ export function cluster(o: TargetOptions, name: string, transporter: string, des
 			const env: NodeJS.ProcessEnv = {
 				PATH: process.env.PATH,
 				HOME: process.env.HOME,
-				NAMESPACE: ns,
+				...benchEnv({ port: t.port, namespace: ns }),
 				CLUSTER_DB_PREFIX: dbPrefix,
 				CLUSTER_PG_URL: SERVERS.postgres,
 				TRANSPORTER: transporter,
 				CHANNELS_URL: SERVERS.rabbitmq,
 				CACHER: SERVERS.redis,
-				PORT: String(t.port),
 				JWT_SECRET: randomBytes(24).toString("hex"),
-				ADMIN_PASSWORD: "bench-admin-password",
-				LOG_LEVEL: "warn",
-				CACHE_TTL: BENCH_CACHE_TTL,
-				DB_POOL_MAX: BENCH_DB_POOL_MAX,
 				CLUSTER_STOP_TIMEOUT_MS: "10000",
 				...o.env,
 			};

@@ -9,6 +9,9 @@
  * runTransaction does the same for BEGIN and COMMIT, with a Sequelize Transaction that model calls
  * can join.
  *
+ * On SQLite every write of the process, a transaction or one statement outside one, takes its turn
+ * in one queue per database (queueSqliteWrite).
+ *
  * The text is PostgreSQL's, with `$1`, `$2`… placeholders; on SQLite they become `?1`, `?2`…,
  * which bind by the same numbers. Keep statements portable (both run `RETURNING` and
  * `ON CONFLICT … DO NOTHING`) or branch on the dialect.
@@ -36,10 +39,21 @@ interface ConnectionManager {
 	connections?: Record<string, unknown>;
 }
 
-/** SQLite: the one connection of a process's transactions (db.mixin queues them), kept open. */
+/** SQLite: the one connection of a process's transactions (queued, one at a time), kept open. */
 const SQLITE_TRANSACTIONS = "transactions";
 
-const sqliteText = new Map<string, { text: string; returnsRows: boolean }>();
+/** Per statement text: SQLite's text, whether it answers rows, whether it writes (anything but a SELECT). */
+const sqliteText = new Map<string, { text: string; returnsRows: boolean; writes: boolean }>();
+
+function sqliteStatement(text: string): { text: string; returnsRows: boolean; writes: boolean } {
+	let statement = sqliteText.get(text);
+	if (!statement) {
+		const select = /^\s*SELECT\b/i.test(text);
+		statement = { text: text.replace(/\$(\d+)/g, "?$1"), returnsRows: select || /\bRETURNING\b/i.test(text), writes: !select };
+		sqliteText.set(text, statement);
+	}
+	return statement;
+}
 
 /** A time as Sequelize writes DATE columns on SQLite: text in UTC that sorts in time order. */
 function sqliteTime(date: Date): string {
@@ -54,9 +68,9 @@ const sqliteWrites = new WeakMap<Sequelize, Promise<unknown>>();
  * up to 100 ms before it tries again: against a steady stream of transactions a single statement
  * from elsewhere (the outbox relay marking its batch sent, a consumer's update) could wait for
  * seconds, losing to whoever came later. In this queue every write of the process, a transaction
- * (db.mixin) or one statement outside one (runSql), takes its turn in arrival order.
+ * (runTransaction) or one statement outside one (runSql), takes its turn in arrival order.
  */
-export function queueSqliteWrite<T>(sequelize: Sequelize, fn: () => Promise<T>): Promise<T> {
+function queueSqliteWrite<T>(sequelize: Sequelize, fn: () => Promise<T>): Promise<T> {
 	const previous = sqliteWrites.get(sequelize) ?? Promise.resolve();
 	const run = previous.then(fn, fn);
 	sqliteWrites.set(
@@ -71,7 +85,7 @@ export function queueSqliteWrite<T>(sequelize: Sequelize, fn: () => Promise<T>):
  * turn among the process's writes (queueSqliteWrite); inside one it runs in the transaction's turn.
  */
 export function runSql<R>(sequelize: Sequelize, text: string, params: unknown[], t?: Transaction): Promise<SqlResult<R>> {
-	if (!t && sequelize.getDialect() !== "postgres" && !/^\s*SELECT\b/i.test(text)) return queueSqliteWrite(sequelize, () => execute<R>(sequelize, text, params));
+	if (!t && sequelize.getDialect() !== "postgres" && sqliteStatement(text).writes) return queueSqliteWrite(sequelize, () => execute<R>(sequelize, text, params));
 	return execute<R>(sequelize, text, params, t);
 }
 
@@ -98,13 +112,8 @@ async function onPostgres<R>(client: PgClient, text: string, params: unknown[]):
 }
 
 function onSqlite<R>(db: SqliteDb, text: string, params: unknown[]): Promise<SqlResult<R>> {
-	let statement = sqliteText.get(text);
-	if (!statement) {
-		statement = { text: text.replace(/\$(\d+)/g, "?$1"), returnsRows: /^\s*SELECT\b|\bRETURNING\b/i.test(text) };
-		sqliteText.set(text, statement);
-	}
 	const values = params.map(v => (v instanceof Date ? sqliteTime(v) : v));
-	const { text: sql, returnsRows } = statement;
+	const { text: sql, returnsRows } = sqliteStatement(text);
 	// In serialized mode, as Sequelize queues them: statements on one connection run one after another
 	// (in sqlite3's default parallel mode, several would hold locks at once and stall a commit).
 	return new Promise((resolve, reject) => db.serialize(() => {
@@ -130,12 +139,19 @@ function asSequelizeError(err: Error & { code?: string; sql?: string; parameters
  * alike. Sequelize's own transaction() sends BEGIN and COMMIT through its query machinery, and on
  * SQLite opens and closes a database connection for every transaction. On PostgreSQL the connection
  * comes from Sequelize's pool; on SQLite it is one kept open for this process's transactions, which
- * the caller must run one at a time (db.mixin queues them). A connection whose COMMIT or ROLLBACK
- * failed is in an unknown state: it is destroyed, never reused.
+ * take their turn in the process's write queue (queueSqliteWrite): SQLite has one writer at a
+ * time, and concurrent transactions would busy-wait with back-offs of up to 100 ms (under 100
+ * concurrent orders they timed out). There BEGIN IMMEDIATE takes the write lock at once (a deferred
+ * BEGIN that read first fails with SQLITE_BUSY when another wrote meanwhile). A connection whose
+ * COMMIT or ROLLBACK failed is in an unknown state: it is destroyed, never reused.
  */
-export async function runTransaction<T>(sequelize: Sequelize, begin: "BEGIN" | "BEGIN IMMEDIATE", fn: (t: Transaction) => Promise<T>): Promise<T> {
+export function runTransaction<T>(sequelize: Sequelize, fn: (t: Transaction) => Promise<T>): Promise<T> {
+	if (sequelize.getDialect() === "postgres") return transaction(sequelize, true, fn);
+	return queueSqliteWrite(sequelize, () => transaction(sequelize, false, fn));
+}
+
+async function transaction<T>(sequelize: Sequelize, pg: boolean, fn: (t: Transaction) => Promise<T>): Promise<T> {
 	const manager = sequelize.connectionManager as unknown as ConnectionManager;
-	const pg = sequelize.getDialect() === "postgres";
 	const connection = await manager.getConnection(pg ? { type: "write" } : { uuid: SQLITE_TRANSACTIONS });
 	const t = new Transaction(sequelize, {});
 	Object.assign(t, { connection });
@@ -147,7 +163,7 @@ export async function runTransaction<T>(sequelize: Sequelize, begin: "BEGIN" | "
 		});
 	let committed = false;
 	try {
-		await control(begin);
+		await control(pg ? "BEGIN" : "BEGIN IMMEDIATE");
 		let result: T;
 		try {
 			result = await fn(t);

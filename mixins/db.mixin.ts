@@ -15,7 +15,7 @@ import { getConfig, maskUrl } from "../lib/config";
 import { ServiceUnavailableError } from "../lib/errors";
 import { lifecycle } from "../lib/service";
 import { countedPage, type Page } from "../lib/params";
-import { queueSqliteWrite, runSql, runTransaction, type SqlResult } from "../lib/sql";
+import { runSql, runTransaction, type SqlResult } from "../lib/sql";
 
 export interface Migration {
 	name: string;
@@ -251,16 +251,9 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 				const count = () => this.model.count({ where: query.where, replacements: query.replacements } as Parameters<typeof this.model.count>[0]) as Promise<number>;
 				return countedPage(rows.map(r => toItem(r as never)), pageNo, pageSize, count);
 			},
-			/** On the driver's connection (lib/sql.ts runTransaction); `t` works for model calls too. */
+			/** On the driver's connection (lib/sql.ts runTransaction; on SQLite in the process's write queue); `t` works for model calls too. */
 			transaction<T>(this: DbMethods, fn: (t: Transaction) => Promise<T>): Promise<T> {
-				if (this.dbDialect() !== "sqlite") return runTransaction(this.sequelize, "BEGIN", fn);
-				// SQLite has one writer at a time, and concurrent transactions busy-wait with back-offs
-				// of up to 100 ms: under 100 concurrent orders they time out. Queueing this process's
-				// transactions on one file (and one connection), with its single writes (lib/sql
-				// queueSqliteWrite), is exact and fast; IMMEDIATE takes the
-				// write lock at BEGIN (a deferred one that read first fails with SQLITE_BUSY when
-				// another wrote meanwhile).
-				return queueSqliteWrite(this.sequelize, () => runTransaction(this.sequelize, "BEGIN IMMEDIATE", fn));
+				return runTransaction(this.sequelize, fn);
 			},
 		},
 		created: lifecycle<{ adapter: unknown; settings: DbSettings; broker: unknown }>(function () {

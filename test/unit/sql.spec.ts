@@ -4,7 +4,7 @@
  */
 import { DataTypes, UniqueConstraintError, type Sequelize } from "sequelize";
 import { createSequelize, isConnectionError } from "../../mixins/db.mixin";
-import { queueSqliteWrite, runSql, runTransaction } from "../../lib/sql";
+import { runSql, runTransaction } from "../../lib/sql";
 import { tempDir } from "../support/broker";
 
 let tmp: ReturnType<typeof tempDir>;
@@ -51,7 +51,7 @@ describe("runTransaction", () => {
 	const ids = async () => (await runSql<{ id: string }>(db, "SELECT id FROM things WHERE id LIKE 'tx-%' ORDER BY id", [])).rows.map(r => r.id);
 
 	it("commits the statements and the model calls made with its transaction together", async () => {
-		await runTransaction(db, "BEGIN IMMEDIATE", async t => {
+		await runTransaction(db, async t => {
 			await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-a"], t);
 			await db.model("thing").create({ id: "tx-b" }, { transaction: t });
 		});
@@ -59,7 +59,7 @@ describe("runTransaction", () => {
 	});
 
 	it("rolls every one back when the work throws, and answers the error", async () => {
-		const err = await runTransaction(db, "BEGIN IMMEDIATE", async t => {
+		const err = await runTransaction(db, async t => {
 			await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-c"], t);
 			await db.model("thing").create({ id: "tx-d" }, { transaction: t });
 			await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-a"], t);
@@ -70,7 +70,7 @@ describe("runTransaction", () => {
 
 	it("refuses a statement on a transaction that has ended", async () => {
 		let done: import("sequelize").Transaction | undefined;
-		await runTransaction(db, "BEGIN IMMEDIATE", async t => {
+		await runTransaction(db, async t => {
 			done = t;
 		});
 		await expect(db.model("thing").create({ id: "tx-late" }, { transaction: done })).rejects.toThrow(/commit has been called/);
@@ -79,19 +79,17 @@ describe("runTransaction", () => {
 	});
 });
 
-describe("queueSqliteWrite", () => {
+describe("the SQLite write queue", () => {
 	it("gives a write outside a transaction its turn among a stream of queued transactions", async () => {
 		await runSql(db, "INSERT INTO things (id, n) VALUES ($1, 0)", ["q-counter"]);
 		const done: string[] = [];
 		// Each transaction holds the write lock across a few turns of the event loop, as an order's does.
 		const transaction = (i: number) =>
-			queueSqliteWrite(db, () =>
-				runTransaction(db, "BEGIN IMMEDIATE", async t => {
-					await runSql(db, "UPDATE things SET n = n + 1 WHERE id = $1", ["q-counter"], t);
-					await new Promise(r => setTimeout(r, 2));
-					await runSql(db, "UPDATE things SET n = n + 1 WHERE id = $1", ["q-counter"], t);
-				}),
-			).then(() => done.push(`tx-${i}`));
+			runTransaction(db, async t => {
+				await runSql(db, "UPDATE things SET n = n + 1 WHERE id = $1", ["q-counter"], t);
+				await new Promise(r => setTimeout(r, 2));
+				await runSql(db, "UPDATE things SET n = n + 1 WHERE id = $1", ["q-counter"], t);
+			}).then(() => done.push(`tx-${i}`));
 		const first = Array.from({ length: 20 }, (_, i) => transaction(i));
 		// Arrives after 20 transactions and before 20 more: it must not wait for those, nor fail.
 		const write = runSql(db, "UPDATE things SET n = -1 WHERE id = $1", ["q-counter"]).then(() => done.push("write"));
