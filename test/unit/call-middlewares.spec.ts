@@ -3,7 +3,7 @@
  * none for one that is not sampled (with the decision and the requestID passed down), and the same
  * request metrics, names, labels and values, as Moleculer's Metrics middleware records.
  */
-import { ServiceBroker, TracerExporters, type BrokerOptions, type Context } from "moleculer";
+import { ServiceBroker, TracerExporters, type BrokerOptions, type Context, type Errors } from "moleculer";
 import { callMiddlewares } from "../../lib/call-middlewares";
 
 interface Finished {
@@ -198,5 +198,93 @@ describe("metric rates", () => {
 		expect(ours).toEqual({ withRate: [], itemsWithRate: 0, listedRates: 0, requests: theirs.requests, cacheGets: theirs.cacheGets });
 		expect(ours.requests).toEqual([5]);
 		expect(ours.cacheGets).toEqual([5]);
+	});
+});
+
+describe("timeouts and tracking", () => {
+	const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
+
+	/** A broker with Moleculer's middlewares or ours, a slow action, and a parent that calls a child after a while. */
+	function timed(ours: boolean, seen: { childTimeout?: number; order: string[] }) {
+		const broker = new ServiceBroker({
+			logger: false,
+			metrics: { enabled: true },
+			requestTimeout: 5_000,
+			tracking: { enabled: true, shutdownTimeout: 5_000 },
+			...(ours ? { internalMiddlewares: false, middlewares: callMiddlewares() } : {}),
+		});
+		broker.createService({
+			name: "slow",
+			actions: {
+				wait: {
+					params: { ms: "number" },
+					async handler(ctx: Context<{ ms: number }>) {
+						await sleep(ctx.params.ms);
+						seen.order.push(`waited ${ctx.params.ms}`);
+						return ctx.params.ms;
+					},
+				},
+				child(ctx: Context) {
+					seen.childTimeout = Number(ctx.options.timeout);
+					return "child";
+				},
+				async parent(ctx: Context) {
+					await sleep(100);
+					return ctx.call("slow.child");
+				},
+				fails() {
+					return Promise.reject(new Error("refused"));
+				},
+			},
+		});
+		return broker;
+	}
+
+	async function behaviour(ours: boolean) {
+		const seen: { childTimeout?: number; order: string[] } = { order: [] };
+		const broker = timed(ours, seen);
+		await broker.start();
+		const timedOut = await broker.call("slow.wait", { ms: 300 }, { timeout: 50 }).catch((err: Errors.MoleculerError) => err);
+		const failed = await broker.call("slow.fails", {}, { timeout: 1_000 }).catch((err: Error) => err.message);
+		await broker.call("slow.parent", {}, { timeout: 1_000 });
+		const withoutTimeout = await broker.call("slow.wait", { ms: 20 }, { timeout: 0 });
+		const timeouts = (broker.metrics as unknown as { list(o: object): Array<{ name: string; values: Array<Record<string, unknown>> }> }).list({ includes: "moleculer.request.timeout.total" });
+		const trackedNow = () => (broker.getLocalService("slow") as unknown as { _trackedContexts: unknown[] })._trackedContexts.length;
+		// The call that timed out is still running (a timeout answers the caller, it stops nothing).
+		const trackedWhileRunning = trackedNow();
+		while (!seen.order.includes("waited 300")) await sleep(10);
+		const tracked = [trackedWhileRunning, trackedNow()];
+		// A call still running when the broker stops is waited for.
+		const running = broker.call("slow.wait", { ms: 200 }).then(() => seen.order.push("call answered"));
+		await sleep(20);
+		await broker.stop();
+		seen.order.push("broker stopped");
+		await running;
+		return {
+			timedOut: { name: timedOut.name, message: timedOut.message, code: timedOut.code, type: timedOut.type, data: timedOut.data, retryable: timedOut.retryable },
+			failed,
+			childTimeout: seen.childTimeout!,
+			withoutTimeout,
+			timeouts: timeouts.map(m => m.values.map(v => ({ labels: v.labels, value: v.value }))),
+			tracked,
+			order: seen.order.filter(o => o !== "waited 300"),
+		};
+	}
+
+	it("time out, pass the time left down, and wait for running calls as Moleculer's do", async () => {
+		const theirs = await behaviour(false);
+		const ours = await behaviour(true);
+		const { childTimeout: theirChild, ...theirRest } = theirs;
+		const { childTimeout: ourChild, ...ourRest } = ours;
+		expect(ourRest).toEqual(theirRest);
+		expect(ours.timedOut).toEqual(expect.objectContaining({ name: "RequestTimeoutError", code: 504, data: { action: "slow.wait", nodeID: expect.any(String) } }));
+		expect(ours.timeouts).toEqual([[{ labels: { service: "slow", action: "slow.wait" }, value: 1 }]]);
+		expect(ours.tracked).toEqual([1, 0]);
+		expect(ours.order).toEqual(["waited 20", "waited 200", "call answered", "broker stopped"]);
+		// The child gets what its parent has left of its second: about 900 ms.
+		for (const child of [theirChild, ourChild]) {
+			expect(child).toBeGreaterThan(700);
+			expect(child).toBeLessThan(1_000);
+		}
 	});
 });
