@@ -1,7 +1,8 @@
 /**
  * CPU per call through the broker's per-call middlewares, no HTTP, no I/O: `api.rest` calling
  * `products.get` (the two calls of a cached read), 50 at a time, with Moleculer's own middlewares
- * and with lib/call-middlewares, metrics and tracing on (sampling as the default: 20 traces/s).
+ * and with lib/call-middlewares, metrics and tracing on (sampling as the default: 20 traces/s), with
+ * moleculer.config.ts's request timeout, context tracking and retries.
  * REQUEST_ID=1 adds lib/logging's request-id scope, as moleculer.config.ts does.
  *
  *   npx ts-node --transpile-only bench/call-cpu.ts
@@ -15,6 +16,10 @@ async function cpuPerCall(ours: boolean, n: number): Promise<number> {
 		logger: false,
 		metrics: { enabled: true },
 		tracing: { enabled: true, sampling: { tracesPerSecond: 20 }, tags: { action: { params: false, meta: false, response: false } }, exporter: [] },
+		// As moleculer.config.ts: every call has a timeout, is tracked (graceful stop) and is retried.
+		requestTimeout: 10_000,
+		tracking: { enabled: true, shutdownTimeout: 10_000 },
+		retryPolicy: { enabled: true, retries: 3, delay: 100 },
 		internalMiddlewares: !ours,
 		middlewares: [...(process.env.REQUEST_ID ? [requestIdMiddleware("info")] : []), ...(ours ? callMiddlewares() : [])],
 	};

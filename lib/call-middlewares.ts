@@ -14,10 +14,11 @@
  *   per-minute rates are switched off (withoutMetricRates: no reporter reads them, and on Node 20
  *   they keep V8 from optimising every metric update).
  *
- * - Timeout and ContextTracker: the same behaviour as Moleculer's, with fewer promises. Moleculer's
- *   timeout races the call against a timer promise (`Promise.race`, then `.then`, `.catch` and its
- *   own `.catch`: seven promises a call) and its tracker chains `.then` and `.catch`; here a call
- *   with a timeout makes two promises and a tracked call one. On Node 20 every promise also runs
+ * - Timeout, ContextTracker and Fallback: the same behaviour as Moleculer's, with fewer promises.
+ *   Moleculer's timeout races the call against a timer promise (`Promise.race`, then `.then`,
+ *   `.catch` and its own `.catch`: seven promises a call), its tracker chains `.then` and `.catch`,
+ *   and its fallback catches every call's error; here a call with a timeout makes two promises, a
+ *   tracked call one, and only a call with a fallback goes through Moleculer's fallback. On Node 20 every promise also runs
  *   the request-id scope's hook (lib/logging), so a cached read's 48 promises cost twice.
  *
  * The rest are Moleculer's, by name. `internalMiddlewares: false` in moleculer.config.ts keeps the
@@ -256,6 +257,22 @@ export function LeanTimeout(broker: ServiceBroker): MiddlewareObject {
 	return { ...inner, localAction: wrap, remoteAction: wrap };
 }
 
+/**
+ * Moleculer's Fallback middleware, run only for a call that has a fallback (a `fallbackResponse`
+ * option, or a local action's `fallback`): Moleculer's catches every call's error to look for one.
+ */
+export function LeanFallback(broker: ServiceBroker): MiddlewareObject {
+	const inner = builtIn("Fallback").call(broker, broker);
+	const wrap = (type: "localAction" | "remoteAction") => (handler: Handler, action: ActionDef & { fallback?: unknown }): Handler => {
+		const full = (inner[type] as (h: Handler, a: ActionDef) => Handler).call(broker, handler, action);
+		const ownFallback = !!(action.fallback && action.service);
+		return function leanFallback(ctx: Context): Promise<unknown> {
+			return ownFallback || (ctx.options as { fallbackResponse?: unknown }).fallbackResponse ? full(ctx) : handler(ctx);
+		};
+	};
+	return { ...inner, localAction: wrap("localAction"), remoteAction: wrap("remoteAction") };
+}
+
 interface Tracked {
 	_trackedContexts: Context[];
 }
@@ -296,7 +313,7 @@ export function LeanContextTracker(broker: ServiceBroker): MiddlewareObject {
 
 /**
  * Moleculer's internal middlewares in its own order (service-broker.js INTERNAL_MIDDLEWARES), the
- * tracing, metrics, timeout and context-tracking ones replaced by the four above. Registered after the user middlewares, as
+ * tracing, metrics, context-tracking, timeout and fallback ones replaced by the five above. Registered after the user middlewares, as
  * the broker would.
  */
 export function callMiddlewares(): Array<Middleware | string> {
@@ -309,7 +326,7 @@ export function callMiddlewares(): Array<Middleware | string> {
 		"CircuitBreaker",
 		LeanTimeout as unknown as Middleware,
 		"Retry",
-		"Fallback",
+		LeanFallback as unknown as Middleware,
 		"ErrorHandler",
 		SampledTracing as unknown as Middleware,
 		RequestMetrics as unknown as Middleware,

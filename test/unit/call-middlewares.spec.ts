@@ -201,7 +201,7 @@ describe("metric rates", () => {
 	});
 });
 
-describe("timeouts and tracking", () => {
+describe("timeouts, fallbacks and tracking", () => {
 	const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
 
 	/** A broker with Moleculer's middlewares or ours, a slow action, and a parent that calls a child after a while. */
@@ -235,6 +235,10 @@ describe("timeouts and tracking", () => {
 				fails() {
 					return Promise.reject(new Error("refused"));
 				},
+				withFallback: {
+					fallback: (_ctx: Context, err: Error) => `fell back from ${err.message}`,
+					handler: () => Promise.reject(new Error("refused")),
+				},
 			},
 		});
 		return broker;
@@ -246,6 +250,11 @@ describe("timeouts and tracking", () => {
 		await broker.start();
 		const timedOut = await broker.call("slow.wait", { ms: 300 }, { timeout: 50 }).catch((err: Errors.MoleculerError) => err);
 		const failed = await broker.call("slow.fails", {}, { timeout: 1_000 }).catch((err: Error) => err.message);
+		const fallbacks = [
+			await broker.call("slow.withFallback"),
+			await broker.call("slow.fails", {}, { fallbackResponse: "the call's fallback" }),
+			await broker.call("slow.fails", {}, { fallbackResponse: (_ctx: Context, err: Error) => `fell back from ${err.message} too` }),
+		];
 		await broker.call("slow.parent", {}, { timeout: 1_000 });
 		const withoutTimeout = await broker.call("slow.wait", { ms: 20 }, { timeout: 0 });
 		const timeouts = (broker.metrics as unknown as { list(o: object): Array<{ name: string; values: Array<Record<string, unknown>> }> }).list({ includes: "moleculer.request.timeout.total" });
@@ -263,6 +272,7 @@ describe("timeouts and tracking", () => {
 		return {
 			timedOut: { name: timedOut.name, message: timedOut.message, code: timedOut.code, type: timedOut.type, data: timedOut.data, retryable: timedOut.retryable },
 			failed,
+			fallbacks,
 			childTimeout: seen.childTimeout!,
 			withoutTimeout,
 			timeouts: timeouts.map(m => m.values.map(v => ({ labels: v.labels, value: v.value }))),
@@ -271,7 +281,7 @@ describe("timeouts and tracking", () => {
 		};
 	}
 
-	it("time out, pass the time left down, and wait for running calls as Moleculer's do", async () => {
+	it("time out, pass the time left down, fall back, and wait for running calls as Moleculer's do", async () => {
 		const theirs = await behaviour(false);
 		const ours = await behaviour(true);
 		const { childTimeout: theirChild, ...theirRest } = theirs;
@@ -280,6 +290,8 @@ describe("timeouts and tracking", () => {
 		expect(ours.timedOut).toEqual(expect.objectContaining({ name: "RequestTimeoutError", code: 504, data: { action: "slow.wait", nodeID: expect.any(String) } }));
 		expect(ours.timeouts).toEqual([[{ labels: { service: "slow", action: "slow.wait" }, value: 1 }]]);
 		expect(ours.tracked).toEqual([1, 0]);
+		expect(ours.failed).toBe("refused");
+		expect(ours.fallbacks).toEqual(["fell back from refused", "the call's fallback", "fell back from refused too"]);
 		expect(ours.order).toEqual(["waited 20", "waited 200", "call answered", "broker stopped"]);
 		// The child gets what its parent has left of its second: about 900 ms.
 		for (const child of [theirChild, ourChild]) {
