@@ -4,7 +4,7 @@
  * request metrics, names, labels and values, as Moleculer's Metrics middleware records.
  */
 import { ServiceBroker, TracerExporters, type BrokerOptions, type Context, type Errors } from "moleculer";
-import { callMiddlewares } from "../../lib/call-middlewares";
+import { callMiddlewares, observeAll } from "../../lib/call-middlewares";
 
 interface Finished {
 	name: string;
@@ -159,6 +159,38 @@ describe("request metrics", () => {
 		);
 		expect(ours.find(m => m.name === "moleculer.request.active")!.values.every(v => (v as { value?: unknown }).value === 0)).toBe(true);
 		expect(ours.find(m => m.name === "moleculer.request.error.total")!.values.length).toBeGreaterThan(0);
+	});
+});
+
+describe("durations added in one go", () => {
+	it("leave a histogram as one observe per value leaves it: sum, count, last value, buckets, quantiles", async () => {
+		const broker = new ServiceBroker({ logger: false, metrics: { enabled: true } });
+		const metrics = broker.metrics as unknown as {
+			register(o: object): unknown;
+			observe(name: string, v: number, labels: object): unknown;
+			getMetric(name: string): unknown;
+			list(o: object): Array<{ name: string; values: Array<Record<string, unknown>> }>;
+		};
+		for (const name of ["one.by.one", "in.one.go"]) metrics.register({ name, type: "histogram", labelNames: ["action"], buckets: true, quantiles: true });
+		// Below the first bound (1 ms), on bounds, between them, past the last (10,000 ms).
+		const values = [0.02, 1, 3.5, 5, 0.4, 250, 999.9, 12_000, 10_000, 0.07, 42, 7];
+		const labels = { action: "products.get" };
+		for (const v of values) metrics.observe("one.by.one", v, labels);
+		observeAll(metrics.getMetric("in.one.go") as never, labels, values);
+		// And a label set that sees one value, and another that sees none.
+		metrics.observe("one.by.one", 3, { action: "api.rest" });
+		observeAll(metrics.getMetric("in.one.go") as never, { action: "api.rest" }, [3]);
+		observeAll(metrics.getMetric("in.one.go") as never, { action: "users.get" }, []);
+		const [oneByOne, inOneGo] = ["one.by.one", "in.one.go"].map(name =>
+			metrics.list({ includes: name })[0].values.map(({ timestamp: _t, ...v }) => v),
+		);
+		expect(inOneGo).toEqual(oneByOne);
+		expect(oneByOne).toEqual(
+			expect.arrayContaining([
+				expect.objectContaining({ labels, count: 12, sum: values.reduce((a, b) => a + b, 0), buckets: expect.objectContaining({ 1: 4, 5: 6, 10: 7, 10000: 11 }) }),
+			]),
+		);
+		await broker.stop();
 	});
 });
 
