@@ -268,7 +268,7 @@ describe("timeouts, fallbacks and tracking", () => {
 					return Promise.reject(new Error("refused"));
 				},
 				withFallback: {
-					fallback: (_ctx: Context, err: Error) => `fell back from ${err.message}`,
+					fallback: async (_ctx: Context, err: Error) => `fell back from ${err.message}`,
 					handler: () => Promise.reject(new Error("refused")),
 				},
 			},
@@ -280,7 +280,7 @@ describe("timeouts, fallbacks and tracking", () => {
 		const seen: { childTimeout?: number; order: string[] } = { order: [] };
 		const broker = timed(ours, seen);
 		await broker.start();
-		const timedOut = await broker.call("slow.wait", { ms: 300 }, { timeout: 50 }).catch((err: Errors.MoleculerError) => err);
+		const timedOut = (await broker.call("slow.wait", { ms: 300 }, { timeout: 50 }).catch((err: Errors.MoleculerError) => err)) as Errors.MoleculerError;
 		const failed = await broker.call("slow.fails", {}, { timeout: 1_000 }).catch((err: Error) => err.message);
 		const fallbacks = [
 			await broker.call("slow.withFallback"),
