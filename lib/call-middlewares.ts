@@ -1,5 +1,5 @@
 /**
- * The broker's per-call middlewares, in Moleculer's own order, with two of them lighter on the path
+ * The broker's per-call middlewares, in Moleculer's own order, with five of them lighter on the path
  * every request takes (a cached read makes two calls: `api.rest` and `products.get`):
  *
  * - Tracing: Moleculer's middleware builds a span and its tags for every call, also for the
@@ -9,8 +9,8 @@
  *   (`tracer.shouldSample`), once, and its children inherit the decision through `ctx.tracing`
  *   (locally and in the packet to another node).
  * - Metrics: the same metrics under the same names and labels as Moleculer's middleware
- *   (`moleculer.request.total`, `.active`, `.error.total`, `.time`, `.levels`), the counters
- *   added up per action and caller and handed to the registry when it is read. Moleculer's
+ *   (`moleculer.request.total`, `.active`, `.error.total`, `.time`, `.levels`), the counters and
+ *   durations added up per action and caller and handed to the registry when it is read. Moleculer's
  *   per-minute rates are switched off (withoutMetricRates: no reporter reads them, and on Node 20
  *   they keep V8 from optimising every metric update).
  *
@@ -18,8 +18,8 @@
  *   Moleculer's timeout races the call against a timer promise (`Promise.race`, then `.then`,
  *   `.catch` and its own `.catch`: seven promises a call), its tracker chains `.then` and `.catch`,
  *   and its fallback catches every call's error; here a call with a timeout makes two promises, a
- *   tracked call one, and only a call with a fallback goes through Moleculer's fallback. On Node 20 every promise also runs
- *   the request-id scope's hook (lib/logging), so a cached read's 48 promises cost twice.
+ *   tracked call one, and only a call with a fallback goes through Moleculer's fallback. On Node 20
+ *   every promise also runs the request-id scope's hook (lib/logging), so each costs twice.
  *
  * The rest are Moleculer's, by name. `internalMiddlewares: false` in moleculer.config.ts keeps the
  * broker from adding its own list a second time.
@@ -375,8 +375,8 @@ export function LeanContextTracker(broker: ServiceBroker): MiddlewareObject {
 
 /**
  * Moleculer's internal middlewares in its own order (service-broker.js INTERNAL_MIDDLEWARES), the
- * tracing, metrics, context-tracking, timeout and fallback ones replaced by the five above. Registered after the user middlewares, as
- * the broker would.
+ * tracing, metrics, context-tracking, timeout and fallback ones replaced by the five above.
+ * Registered after the user middlewares, as the broker would.
  */
 export function callMiddlewares(): Array<Middleware | string> {
 	return [

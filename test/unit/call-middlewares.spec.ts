@@ -1,7 +1,9 @@
 /**
  * lib/call-middlewares against Moleculer's own middlewares: the same spans for a sampled trace,
  * none for one that is not sampled (with the decision and the requestID passed down), and the same
- * request metrics, names, labels and values, as Moleculer's Metrics middleware records.
+ * request metrics, names, labels and values, as Moleculer's Metrics middleware records (the
+ * durations handed over in one go leave the histogram as one observe each would); and timeouts,
+ * fallbacks and the tracking of running calls as Moleculer's Timeout, Fallback and ContextTracker.
  */
 import { ServiceBroker, TracerExporters, type BrokerOptions, type Context, type Errors } from "moleculer";
 import { callMiddlewares, observeAll } from "../../lib/call-middlewares";
