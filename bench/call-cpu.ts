@@ -2,7 +2,7 @@
  * CPU per call through the broker's per-call middlewares, no HTTP, no I/O: `api.rest` calling
  * `products.get` (the two calls of a cached read), 50 at a time, with Moleculer's own middlewares
  * and with lib/call-middlewares, metrics and tracing on (sampling as the default: 20 traces/s), with
- * moleculer.config.ts's request timeout, context tracking and retries.
+ * moleculer.config.ts's request timeout, context tracking and retries, and db.mixin's error hook.
  * REQUEST_ID=1 adds lib/logging's request-id scope, as moleculer.config.ts does.
  *
  *   npx ts-node --transpile-only bench/call-cpu.ts
@@ -24,7 +24,12 @@ async function cpuPerCall(ours: boolean, n: number): Promise<number> {
 		middlewares: [...(process.env.REQUEST_ID ? [requestIdMiddleware("info")] : []), ...(ours ? callMiddlewares() : [])],
 	};
 	const broker = new ServiceBroker(opts);
-	broker.createService({ name: "products", actions: { get: { params: { id: "number" }, handler: (ctx: Context<{ id: number }>) => ({ id: ctx.params.id }) } } });
+	broker.createService({
+		name: "products",
+		// As mixins/db.mixin.ts on every action of a service with a database: an error hook.
+		hooks: { error: { "*": (_ctx: Context, err: Error) => Promise.reject(err) } },
+		actions: { get: { params: { id: "number" }, handler: (ctx: Context<{ id: number }>) => ({ id: ctx.params.id }) } },
+	});
 	broker.createService({ name: "api", actions: { rest: { handler: (ctx: Context<{ id: number }>) => ctx.call("products.get", { id: ctx.params.id }) } } });
 	await broker.start();
 	const run = async (count: number) => {

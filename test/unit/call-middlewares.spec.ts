@@ -334,3 +334,79 @@ describe("timeouts, fallbacks and tracking", () => {
 		}
 	});
 });
+
+describe("action hooks", () => {
+	/** Error hooks as db.mixin's ("*"), by name and on the action; a service with a before hook beside. */
+	async function hooked(ours: boolean) {
+		const broker = new ServiceBroker({ logger: false, ...(ours ? { internalMiddlewares: false, middlewares: callMiddlewares() } : {}) });
+		const order: string[] = [];
+		broker.createService({
+			name: "store",
+			hooks: {
+				error: {
+					"*"(this: { name: string }, _ctx: Context, err: Error) {
+						order.push(`* in ${this.name}`);
+						if (err.message === "connection lost") throw new Error("unavailable");
+						throw err;
+					},
+					// An error hook may answer instead (Moleculer's typings say it returns nothing).
+					"re*": ((_ctx: Context, err: Error) => {
+						order.push("re*");
+						if (err.message === "recoverable") return "recovered";
+						throw err;
+					}) as never,
+				},
+			},
+			actions: {
+				read: (ctx: Context<{ fail?: string }>) => (ctx.params.fail ? Promise.reject(new Error(ctx.params.fail)) : `read ${Object.keys(ctx.params).length}`),
+				throws: () => {
+					throw new Error("connection lost");
+				},
+				own: {
+					hooks: {
+						error(_ctx: Context, err: Error) {
+							order.push("own");
+							throw new Error(`own: ${err.message}`);
+						},
+					},
+					handler: () => Promise.reject(new Error("refused")),
+				},
+			},
+		});
+		broker.createService({
+			name: "shaped",
+			hooks: { before: { "*"(ctx: Context<{ n: number }>) { ctx.params.n *= 2; } }, error: { "*"(_ctx: Context, err: Error) { throw new Error(`shaped: ${err.message}`); } } },
+			actions: { double: (ctx: Context<{ n: number }>) => ctx.params.n, fail: () => Promise.reject(new Error("no")) },
+		});
+		await broker.start();
+		const settle = (p: Promise<unknown>) => p.then(v => ({ value: v }), (err: Error) => ({ error: err.message }));
+		const results = [
+			await settle(broker.call("store.read", {})),
+			await settle(broker.call("store.read", { fail: "connection lost" })),
+			await settle(broker.call("store.read", { fail: "recoverable" })),
+			await settle(broker.call("store.read", { fail: "other" })),
+			await settle(broker.call("store.throws")),
+			await settle(broker.call("store.own")),
+			await settle(broker.call("shaped.double", { n: 21 })),
+			await settle(broker.call("shaped.fail")),
+		];
+		await broker.stop();
+		return { results, order };
+	}
+
+	it("run error hooks as Moleculer's do, and leave an action with a before hook to Moleculer's", async () => {
+		const theirs = await hooked(false);
+		const ours = await hooked(true);
+		expect(ours).toEqual(theirs);
+		expect(ours.results).toEqual([
+			{ value: "read 0" },
+			{ error: "unavailable" },
+			{ value: "recovered" },
+			{ error: "other" },
+			{ error: "unavailable" },
+			{ error: "own: refused" },
+			{ value: 42 },
+			{ error: "shaped: no" },
+		]);
+	});
+});
