@@ -191,6 +191,7 @@ export function RequestMetrics(broker: ServiceBroker): MiddlewareObject {
 	const all: CallCounts[] = [];
 
 	const flush = () => {
+		const time = metrics.getMetric(METRIC.MOLECULER_REQUEST_TIME) as unknown as Histogram;
 		for (const c of all) {
 			if (c.started === 0 && c.finished === 0) continue;
 			if (c.started > 0) metrics.increment(METRIC.MOLECULER_REQUEST_TOTAL, c.labels, c.started);
@@ -202,7 +203,7 @@ export function RequestMetrics(broker: ServiceBroker): MiddlewareObject {
 				}
 			c.started = c.finished = 0;
 			if (c.times.length > 0) {
-				observeAll(metrics.getMetric(METRIC.MOLECULER_REQUEST_TIME) as unknown as Histogram, c.labels, c.times);
+				observeAll(time, c.labels, c.times);
 				c.times.length = 0;
 			}
 		}
@@ -356,12 +357,12 @@ export function LeanActionHook(broker: ServiceBroker): MiddlewareObject {
 	return {
 		...inner,
 		localAction(handler: Handler, action: HookedAction): Handler {
-			const wrapped = full.call(broker, handler, action);
-			if (wrapped === handler) return handler; // no hooks
-			const service = action.service?.schema?.hooks;
-			if (service?.before || service?.after || action.hooks?.before || action.hooks?.after) return wrapped;
+			const serviceHooks = action.service?.schema?.hooks;
+			if (serviceHooks?.before || serviceHooks?.after || action.hooks?.before || action.hooks?.after) return full.call(broker, handler, action);
 			const failures = new WeakMap<Context, unknown>();
-			const onError = full.call(broker, ctx => Promise.reject(failures.get(ctx)), action);
+			const fail: Handler = ctx => Promise.reject(failures.get(ctx));
+			const onError = full.call(broker, fail, action);
+			if (onError === fail) return handler; // no hooks at all
 			return function leanActionHook(ctx: Context): Promise<unknown> {
 				let p: Promise<unknown>;
 				try {

@@ -7,6 +7,7 @@
  */
 import { ServiceBroker, TracerExporters, type BrokerOptions, type Context, type Errors } from "moleculer";
 import { callMiddlewares, observeAll } from "../../lib/call-middlewares";
+import { sleep } from "../support/wait";
 
 interface Finished {
 	name: string;
@@ -65,11 +66,14 @@ function node(ours: boolean, rate: number, collector: Collector, seen: Seen[]): 
 	return broker;
 }
 
+type Listed = Array<{ name: string; values: Array<Record<string, unknown>> }>;
+
+/** The broker's metrics as its registry lists them (what the Prometheus reporter and $node.metrics read). */
+const listed = (broker: ServiceBroker, opts: object = {}): Listed => (broker.metrics as unknown as { list(o: object): Listed }).list(opts);
+
 /** The request metrics of a broker as the Prometheus reporter would read them (registry.list()). */
 function requestMetrics(broker: ServiceBroker) {
-	const list = (broker.metrics as unknown as { list(o: object): Array<{ name: string; values: Array<Record<string, unknown>> }> }).list({
-		includes: "moleculer.request.**",
-	});
+	const list = listed(broker, { includes: "moleculer.request.**" });
 	return list
 		.map(m => ({
 			name: m.name,
@@ -171,7 +175,6 @@ describe("durations added in one go", () => {
 			register(o: object): unknown;
 			observe(name: string, v: number, labels: object): unknown;
 			getMetric(name: string): unknown;
-			list(o: object): Array<{ name: string; values: Array<Record<string, unknown>> }>;
 		};
 		for (const name of ["one.by.one", "in.one.go"]) metrics.register({ name, type: "histogram", labelNames: ["action"], buckets: true, quantiles: true });
 		// Below the first bound (1 ms), on bounds, between them, past the last (10,000 ms).
@@ -184,7 +187,7 @@ describe("durations added in one go", () => {
 		observeAll(metrics.getMetric("in.one.go") as never, { action: "api.rest" }, [3]);
 		observeAll(metrics.getMetric("in.one.go") as never, { action: "users.get" }, []);
 		const [oneByOne, inOneGo] = ["one.by.one", "in.one.go"].map(name =>
-			metrics.list({ includes: name })[0].values.map(({ timestamp: _t, ...v }) => v),
+			listed(broker, { includes: name })[0].values.map(({ timestamp: _t, ...v }) => v),
 		);
 		expect(inOneGo).toEqual(oneByOne);
 		expect(oneByOne).toEqual(
@@ -210,7 +213,7 @@ describe("metric rates", () => {
 		try {
 			for (let i = 0; i < 5; i++) await broker.call("products.get", { id: i % 2 });
 			const store = (broker.metrics as unknown as { store: Map<string, { rate?: unknown; values: Map<string, { rate?: unknown }> }> }).store;
-			const list = (broker.metrics as unknown as { list(): Array<{ name: string; values: Array<Record<string, unknown>> }> }).list();
+			const list = listed(broker);
 			return {
 				withRate: [...store.entries()].filter(([, m]) => m.rate).map(([name]) => name),
 				itemsWithRate: [...store.values()].flatMap(m => [...m.values.values()]).filter(v => v.rate).length,
@@ -236,8 +239,6 @@ describe("metric rates", () => {
 });
 
 describe("timeouts, fallbacks and tracking", () => {
-	const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
-
 	/** A broker with Moleculer's middlewares or ours, a slow action, and a parent that calls a child after a while. */
 	function timed(ours: boolean, seen: { childTimeout?: number; order: string[] }) {
 		const broker = new ServiceBroker({
@@ -291,7 +292,7 @@ describe("timeouts, fallbacks and tracking", () => {
 		];
 		await broker.call("slow.parent", {}, { timeout: 1_000 });
 		const withoutTimeout = await broker.call("slow.wait", { ms: 20 }, { timeout: 0 });
-		const timeouts = (broker.metrics as unknown as { list(o: object): Array<{ name: string; values: Array<Record<string, unknown>> }> }).list({ includes: "moleculer.request.timeout.total" });
+		const timeouts = listed(broker, { includes: "moleculer.request.timeout.total" });
 		const trackedNow = () => (broker.getLocalService("slow") as unknown as { _trackedContexts: unknown[] })._trackedContexts.length;
 		// The call that timed out is still running (a timeout answers the caller, it stops nothing).
 		const trackedWhileRunning = trackedNow();
