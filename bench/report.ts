@@ -86,10 +86,11 @@ export function report(input: ReportInput): string {
 	section("Uncached product read (CACHER=off)", "get-uncached", ["× node+pg"], m => [ratio(m, "base-pg")]);
 	section("List: GET /api/products with q, category and sort (60 questions)", "list", ["hit ratio"], m => [fmt(m.hitRatio ?? undefined, 3)]);
 	section("List, uncached (CACHER=off)", "list-uncached", ["hit ratio"], m => [fmt(m.hitRatio ?? undefined, 3)]);
-	section("Order placement: POST /api/orders, one unit, a random customer", "order", ["× SQL of an order", "placed / notified / dup", "event lag p50 / p99 ms", "drain ms"], m => [
+	section("Order placement: POST /api/orders, one unit, a random customer", "order", ["× SQL of an order", "placed / notified / dup", "event lag p50 / p99 ms", "of which relay p50 / p99 ms", "drain ms"], m => [
 		ratio(m, "base-pg"),
 		m.orders ? `${m.orders.placed} / ${m.orders.notified} / ${m.orders.duplicates}` : "–",
 		m.orders ? `${m.orders.lagP50} / ${m.orders.lagP99}` : "–",
+		m.orders?.relayP50 !== undefined ? `${m.orders.relayP50} / ${m.orders.relayP99}` : "–",
 		m.orders ? String(m.orders.drainMs) : "–",
 	]);
 

@@ -113,6 +113,9 @@ export interface OrderCheck {
 	duplicates: number;
 	lagP50: number;
 	lagP99: number;
+	/** The relay's share of the lag: the outbox row's created_at to its sent_at (the broker's confirm). */
+	relayP50: number;
+	relayP99: number;
 	drainMs: number;
 }
 
@@ -151,12 +154,21 @@ export async function checkNotifications(orders: Store, notifications: Store, pl
 		if (at !== undefined) lags.push(ms(n.created_at) - at);
 	}
 	lags.sort((a, b) => a - b);
+	// The outbox rows of the measured orders (those written since the first of them).
+	const since = Math.min(...createdAt.values());
+	const relayed = (await query(orders, "SELECT created_at, sent_at FROM outbox WHERE event = 'order.created' AND sent_at IS NOT NULL", []))
+		.map(r => ({ at: ms(r.created_at), sent: ms(r.sent_at) }))
+		.filter(r => r.at >= since)
+		.map(r => r.sent - r.at)
+		.sort((a, b) => a - b);
 	const check = {
 		placed: want.size,
 		notified: perOrder.size,
 		duplicates: [...perOrder.values()].filter(c => c > 1).length,
 		lagP50: quantile(lags, 0.5),
 		lagP99: quantile(lags, 0.99),
+		relayP50: quantile(relayed, 0.5),
+		relayP99: quantile(relayed, 0.99),
 		drainMs,
 	};
 	if (orderRows.length !== want.size) log(`orders: ${want.size} answered 201 but ${orderRows.length} are stored`);
