@@ -3,7 +3,7 @@
  * transaction (never read-modify-write), idempotent by order id, released exactly once.
  * Only the products service imports this.
  */
-import { DataTypes, Op, Sequelize, Transaction, UniqueConstraintError, type ModelStatic, type Model } from "sequelize";
+import { DataTypes, Op, Sequelize, Transaction, type ModelStatic, type Model } from "sequelize";
 import { NotFoundError, OutOfStockError } from "../../lib/errors";
 import { runSql } from "../../lib/sql";
 
@@ -79,26 +79,31 @@ export class Reservations {
 	/**
 	 * Takes the stock of every line or of none. A second call for the same order answers the first
 	 * reservation and takes nothing (a retried or timed-out call never reserves twice).
+	 *
+	 * The first call is the common one, so it is not preceded by a look for an earlier reservation:
+	 * the stock is taken and the reservation row claims the order id in the same transaction (an
+	 * upsert that writes only over a released reservation). If a live reservation holds the id, the
+	 * claim writes nothing and the transaction is rolled back, giving the stock back; the answer is
+	 * then that reservation. A line that falls short on a retry answers it too, not 409.
 	 */
 	async reserve(orderId: string, items: RequestedLine[], ttlMs: number): Promise<{ reservation: Reservation; taken: boolean }> {
 		const lines = mergeLines(items);
 		try {
 			return await this.begin(async t => {
-				const existing = await this.find(orderId, t);
-				if (existing && existing.status !== "released") return { reservation: existing, taken: false };
 				const now = new Date();
 				const reserved: ReservedLine[] = [];
 				// One line after another in id order; a line that falls short throws and rolls back every line.
 				for (const line of lines) reserved.push(await this.take(line, now, t));
 				const expiresAt = new Date(now.getTime() + ttlMs);
-				await this.hold(orderId, reserved, expiresAt, now, existing !== null, t);
+				if (!(await this.hold(orderId, reserved, expiresAt, now, t))) throw new AlreadyReserved();
 				return { reservation: { orderId, status: "held" as const, lines: reserved, expiresAt: expiresAt.toISOString() }, taken: true };
 			});
 		} catch (err) {
-			// A concurrent call for the same order committed first: its reservation is the answer.
-			if (err instanceof UniqueConstraintError) {
-				const winner = await this.find(orderId);
-				if (winner) return { reservation: winner, taken: false };
+			// Held or confirmed already (a retry, or a concurrent call that committed first): that
+			// reservation is the answer, whatever the stock is now.
+			if (err instanceof AlreadyReserved || err instanceof OutOfStockError || err instanceof NotFoundError) {
+				const earlier = await this.find(orderId);
+				if (earlier && earlier.status !== "released") return { reservation: earlier, taken: false };
 			}
 			throw err;
 		}
@@ -125,23 +130,22 @@ export class Reservations {
 		return { productId: p.id, sku: p.sku, name: p.name, quantity, unitPriceCents: p.price_cents, currency: p.currency };
 	}
 
-	/** The reservation row, new or over a released one; a concurrent insert for the order fails on its key. */
-	private async hold(orderId: string, lines: ReservedLine[], expiresAt: Date, now: Date, overReleased: boolean, t: Transaction): Promise<void> {
-		const json = JSON.stringify(lines);
-		if (overReleased)
-			await runSql(
-				this.sequelize,
-				"UPDATE reservations SET lines = $2, status = 'held', expires_at = $3, updated_at = $4 WHERE order_id = $1 AND status = 'released'",
-				[orderId, json, expiresAt, now],
-				t,
-			);
-		else
-			await runSql(
-				this.sequelize,
-				"INSERT INTO reservations (order_id, lines, status, expires_at, created_at, updated_at) VALUES ($1, $2, 'held', $3, $4, $4)",
-				[orderId, json, expiresAt, now],
-				t,
-			);
+	/**
+	 * The reservation row: new, or written over a released one. False when a held or confirmed
+	 * reservation has the order id (then nothing is written). A concurrent claim of the same id
+	 * waits on the key until the first commits or rolls back, then sees its row.
+	 */
+	private async hold(orderId: string, lines: ReservedLine[], expiresAt: Date, now: Date, t: Transaction): Promise<boolean> {
+		const { count } = await runSql(
+			this.sequelize,
+			`INSERT INTO reservations (order_id, lines, status, expires_at, created_at, updated_at) VALUES ($1, $2, 'held', $3, $4, $4)
+			 ON CONFLICT (order_id) DO UPDATE SET lines = excluded.lines, status = 'held', expires_at = excluded.expires_at, updated_at = excluded.updated_at
+			 WHERE reservations.status = 'released'
+			 RETURNING order_id`,
+			[orderId, JSON.stringify(lines), expiresAt, now],
+			t,
+		);
+		return count === 1;
 	}
 
 	/** held → confirmed: the order was committed. Answers whether this call confirmed it (guarded by the status). */
@@ -189,6 +193,9 @@ export class Reservations {
 		return rows.map(r => r.order_id);
 	}
 }
+
+/** The order id has a live reservation: the transaction that took stock for it is rolled back. */
+class AlreadyReserved extends Error {}
 
 function toReservation(row: ReservationRow): Reservation {
 	return {
