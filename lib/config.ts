@@ -39,6 +39,8 @@ export interface Config {
 	cors: { origins: string[] | "*" };
 	/** How many proxies in front of the gateway may set X-Forwarded-For (0: ignore the header). */
 	trustProxy: number;
+	/** How long a gateway answers a token users accepted without asking again (0: ask every time). */
+	authCacheTtlMs: number;
 	loginRateLimit: { windowMs: number; perIp: number; perEmail: number };
 	requestTimeoutMs: number;
 	/** How long stock stays held for an order that no commit confirms (then it is released). */
@@ -210,6 +212,7 @@ export function loadConfig(env: Env = process.env): Config {
 		},
 		cors: { origins: !corsRaw || corsRaw === "*" ? "*" : list(corsRaw) },
 		trustProxy: int(env, "TRUST_PROXY", 0, 0),
+		authCacheTtlMs: int(env, "AUTH_CACHE_TTL", 30, 0) * 1000,
 		loginRateLimit: {
 			windowMs: int(env, "LOGIN_RATE_WINDOW_MS", 60_000, 1),
 			perIp: int(env, "LOGIN_RATE_PER_IP", 20, 1),

@@ -23,12 +23,15 @@ import { NOTIFICATION_STORED } from "../../lib/events";
 import type { Notification } from "../notifications/model";
 import { TracesMixin } from "./traces";
 import packageJson from "../../package.json";
+import { TokenCache } from "./token-cache";
 
 export interface ApiSettings {
 	port: number;
 	ip: string;
 	corsOrigins: string[] | "*";
 	trustProxy: number;
+	/** How long a token users accepted is answered from this node's memory (token-cache.ts); 0: never. */
+	authCacheTtlMs: number;
 	loginRateLimit: { windowMs: number; perIp: number; perEmail: number };
 	/** Redis URL for the shared rate-limit counters; unset keeps them in this process. */
 	rateLimitRedisUrl?: string;
@@ -89,7 +92,7 @@ interface ApiMethods {
 	readiness(): Promise<{ ok: boolean; checks: Record<string, string> }>;
 	sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string | number>): void;
 }
-type ApiThis = Service<ApiSettings> & ApiMethods & { rateStore: WindowStore; version: string; hub: NotificationHub };
+type ApiThis = Service<ApiSettings> & ApiMethods & { rateStore: WindowStore; version: string; hub: NotificationHub; tokens: TokenCache };
 
 const config = getConfig();
 const REQUEST_LOGS = debugLogging(config.logLevel) ? "debug" : null;
@@ -128,6 +131,7 @@ const ApiService: ServiceSchema<ApiSettings> = {
 		namespace: config.namespace,
 		corsOrigins: config.cors.origins,
 		trustProxy: config.trustProxy,
+		authCacheTtlMs: config.authCacheTtlMs,
 		loginRateLimit: config.loginRateLimit,
 		rateLimitRedisUrl: config.cacher,
 		notificationStream: { heartbeatMs: 20_000, retryMs: 2_000 },
@@ -293,18 +297,30 @@ const ApiService: ServiceSchema<ApiSettings> = {
 	},
 
 	methods: {
-		/** Bearer token → the user it names, through users.resolveToken; no token → anonymous. */
+		/**
+		 * Bearer token → the user it names, through users.resolveToken (or this node's memory of its
+		 * recent answers, token-cache.ts); no token → anonymous.
+		 */
 		async authenticate(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req): Promise<AuthUser | null> {
 			const header = req.headers.authorization;
 			if (!header) return null;
 			const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
 			if (!match) throw new UnauthorizedError("The Authorization header must be 'Bearer <token>'");
+			const token = match[1];
+			const known = this.tokens.get(token);
+			if (known) return known;
 			// A token resolveToken refuses to even look at (e.g. over 4096 characters) is as invalid
 			// as a bad signature: 401, never a 422 about the internals' parameter.
-			return ctx.call<AuthUser, { token: string }>("users.resolveToken", { token: match[1] }).catch((err: { code?: number }) => {
-				if (err?.code === 422) throw new UnauthorizedError("Invalid or expired token");
-				throw err;
-			});
+			return ctx.call<AuthUser, { token: string }>("users.resolveToken", { token }).then(
+				user => {
+					this.tokens.set(token, user);
+					return user;
+				},
+				(err: { code?: number }) => {
+					if (err?.code === 422) throw new UnauthorizedError("Invalid or expired token");
+					throw err;
+				},
+			);
 		},
 
 		/** The access rule of the route table: public, any user, or admins only. */
@@ -357,6 +373,7 @@ const ApiService: ServiceSchema<ApiSettings> = {
 	created: lifecycle<ApiThis>(function () {
 		this.version = packageJson.version;
 		this.hub = new NotificationHub(this.settings.notificationStream);
+		this.tokens = new TokenCache(this.settings.authCacheTtlMs);
 		this.rateStore = this.settings.rateLimitRedisUrl
 			? new RedisWindowStore(this.settings.rateLimitRedisUrl, `carsi-${this.settings.namespace}-ratelimit:`, this.logger)
 			: new MemoryWindowStore();
