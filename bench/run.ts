@@ -263,7 +263,7 @@ async function measure(p: Planned, t: Target, pass: number): Promise<Measure> {
 		if (m.orders.notified !== m.orders.placed || m.orders.duplicates > 0) why ??= `orders without exactly one notification: ${JSON.stringify(m.orders)}`;
 	}
 	m.failed = total === 0 || bad / total > 0.01 || why !== undefined;
-	const o = m.orders ? ` placed ${m.orders.placed} notified ${m.orders.notified} dup ${m.orders.duplicates} lag p50 ${m.orders.lagP50} p99 ${m.orders.lagP99} ms (relay p50 ${m.orders.relayP50} p99 ${m.orders.relayP99} ms)` : "";
+	const o = m.orders ? ` placed ${m.orders.placed} notified ${m.orders.notified} dup ${m.orders.duplicates} lag p50 ${m.orders.lagP50} p99 ${m.orders.lagP99} ms (outbox → sent p50 ${m.orders.relayP50} p99 ${m.orders.relayP99} ms)` : "";
 	log(`${p.scenario} ${t.name} ${p.distribution} pass ${pass}: ${m.reqPerSec} req/s p50 ${m.p50} p99 ${m.p99} ms hit ${m.hitRatio ?? "-"} cpu ${m.cpuUsPerReq} µs/req statuses ${JSON.stringify(statuses)}${o}${m.failed ? "  FAILED" : ""}`);
 	if (why) log(why);
 	return m;

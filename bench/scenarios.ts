@@ -113,7 +113,10 @@ export interface OrderCheck {
 	duplicates: number;
 	lagP50: number;
 	lagP99: number;
-	/** The relay's share of the lag: the outbox row's created_at to its sent_at (the broker's confirm). */
+	/**
+	 * The outbox row's created_at to its sent_at: on RabbitMQ the broker's confirm of the relay's
+	 * batch (the relay's part of the lag); in one process every consumer's handling of the batch.
+	 */
 	relayP50: number;
 	relayP99: number;
 	drainMs: number;
