@@ -27,6 +27,7 @@
  */
 import type { Context, Middleware, ServiceBroker } from "moleculer";
 import { Errors, Middlewares, METRIC as TYPED_METRIC } from "moleculer";
+import { requestScope } from "./request-scope";
 
 type Handler = (ctx: Context) => Promise<unknown>;
 interface ActionDef {
@@ -301,7 +302,10 @@ export function LeanTimeout(broker: ServiceBroker): MiddlewareObject {
 			const p = handler(ctx);
 			return new Promise((resolve, reject) => {
 				const timer = setTimeout(() => {
-					broker.logger.warn(`Request '${name}' is timed out.`, { requestID: ctx.requestID, nodeID: ctx.nodeID, timeout: ms });
+					// A timer runs outside the request's scope (lib/request-scope): its warning names the request itself.
+					const warn = () => broker.logger.warn(`Request '${name}' is timed out.`, { requestID: ctx.requestID, nodeID: ctx.nodeID, timeout: ms });
+					if (ctx.requestID) requestScope.run(ctx.requestID, warn);
+					else warn();
 					broker.metrics.increment(METRIC.MOLECULER_REQUEST_TIMEOUT_TOTAL, { service, action: name });
 					reject(new Errors.RequestTimeoutError({ action: name, nodeID: ctx.nodeID }));
 				}, ms);

@@ -4,17 +4,15 @@
  * logger, so every `this.logger` of every service writes them.
  *
  * Every line written while a request is handled carries its `requestID`: a middleware runs each
- * action, event and channel handler inside an AsyncLocalStorage scope holding the Context's
+ * action, event and channel handler inside the request scope (lib/request-scope) of the Context's
  * requestID, and the formatter reads it from there. Nothing is logged per request by this module.
  *
  * Secrets: fields named like passwords, tokens, secrets or Authorization headers are replaced by
  * "[redacted]" in JSON lines; URLs with credentials go through maskUrl (lib/config) at the caller.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
 import type { BrokerOptions, Context, Middleware } from "moleculer";
 import type { Config } from "./config";
-
-const scope = new AsyncLocalStorage<string>();
+import { requestScope as scope } from "./request-scope";
 
 /** The requestID of the request being handled here, if any. */
 export function currentRequestId(): string | undefined {
