@@ -63,8 +63,4 @@ export class TokenCache {
 		if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
 		this.entries.set(token, { user: { id: user.id, role: user.role }, until });
 	}
-
-	clear(): void {
-		this.entries.clear();
-	}
 }
