@@ -255,16 +255,22 @@ const NotificationsService: ServiceSchema<NotificationsSettings> = {
 		 * The event was recorded before. Sent or failed: done, nothing is sent. Pending and free (its
 		 * delivery crashed or gave up): take it and send it again. Pending and owned: wait for the
 		 * owner, at most for its time, then take it.
+		 *
+		 * While the owner's time runs, a waiter only reads: a claim is a write, and on SQLite the
+		 * waiters' claims every claimPollMs kept the one write lock busy, so that the owner's own
+		 * settle waited in SQLite's busy back-offs past the waiters' deadline (notifications.spec,
+		 * 20 concurrent deliveries: 1 run in 6 to 8 failed on the seventh session's machine).
 		 */
 		async awaitOrTakeOver(this: NotificationsThis, draft: NotificationDraft, ctx?: Context): Promise<Notification> {
 			const deadline = Date.now() + this.settings.claimTtlMs + this.settings.claimPollMs;
 			for (;;) {
-				if (await this.claim(draft.eventId)) {
-					const row = await this.findByEvent(draft.eventId);
-					if (row) return this.deliver(row, draft, ctx);
-				}
 				const row = await this.findByEvent(draft.eventId);
 				if (row && row.status !== "pending") return this.toNotification(row);
+				const owned = row?.lockedUntil != null && new Date(row.lockedUntil).getTime() >= Date.now();
+				if (!owned && (await this.claim(draft.eventId))) {
+					const claimed = await this.findByEvent(draft.eventId);
+					if (claimed) return this.deliver(claimed, draft, ctx);
+				}
 				if (Date.now() >= deadline)
 					throw new EventDeferredError(`The notification of event ${draft.eventId} is still being sent`, { eventId: draft.eventId });
 				await sleep(this.settings.claimPollMs);
