@@ -62,20 +62,13 @@ function promiseHookScope(hooks: PromiseHooks): RequestScope {
 	};
 }
 
-function storageScope(): RequestScope {
-	const storage = new AsyncLocalStorage<string>();
-	return {
-		getStore: () => storage.getStore(),
-		run: (id, fn, ...args) => storage.run(id, fn, ...args),
-	};
-}
-
 const SHARED = Symbol.for("carsi.requestScope");
 
 function create(): RequestScope {
 	const hooks = (v8 as unknown as { promiseHooks?: PromiseHooks }).promiseHooks;
 	const major = Number(process.versions.node.split(".")[0]);
-	return hooks && major < 24 ? promiseHookScope(hooks) : storageScope();
+	// AsyncLocalStorage has this very interface (getStore, run).
+	return hooks && major < 24 ? promiseHookScope(hooks) : new AsyncLocalStorage<string>();
 }
 
 /**

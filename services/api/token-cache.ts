@@ -57,8 +57,9 @@ export class TokenCache {
 		if (this.ttlMs <= 0) return;
 		const exp = expiresAt(token);
 		if (exp === undefined) return;
-		const until = Math.min(this.now() + this.ttlMs, exp);
-		if (until <= this.now()) return;
+		const now = this.now();
+		const until = Math.min(now + this.ttlMs, exp);
+		if (until <= now) return;
 		this.entries.delete(token);
 		if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
 		this.entries.set(token, { user: { id: user.id, role: user.role }, until });
