@@ -47,8 +47,10 @@ export interface Config {
 	reservationTtlMs: number;
 	/** How often a products node looks for reservations past their time. */
 	reservationSweepMs: number;
-	/** How often the outbox relay looks for pending events (it is also woken after each commit). */
+	/** How often the outbox relay looks for pending events that no hand-off holds. */
 	outboxPollMs: number;
+	/** How long after its commit an event is left to its writer's hand-off before any node's poll takes it. */
+	outboxHandoffMs: number;
 	/** The most PostgreSQL connections each service's pool opens (DB_POOL_MAX). */
 	dbPoolMax: number;
 	/** Test-only: the name of a point where this process kills itself (lib/faults.ts). */
@@ -222,6 +224,7 @@ export function loadConfig(env: Env = process.env): Config {
 		reservationTtlMs: int(env, "RESERVATION_TTL_MS", 300_000, 100),
 		reservationSweepMs: int(env, "RESERVATION_SWEEP_MS", 5_000, 50),
 		outboxPollMs: int(env, "OUTBOX_POLL_MS", 1_000, 10),
+		outboxHandoffMs: int(env, "OUTBOX_HANDOFF_MS", 5_000, 100),
 		dbPoolMax: int(env, "DB_POOL_MAX", 10, 1),
 		faultPoint: env.CARSI_FAULT || undefined,
 		smtp: { url: smtpUrl, from: env.SMTP_FROM || "Çarşı <no-reply@carsi.local>" },

@@ -136,21 +136,28 @@ function asSequelizeError(err: Error & { code?: string; sql?: string; parameters
 /**
  * BEGIN, `fn`, COMMIT (ROLLBACK when `fn` throws) on one driver connection, with a Sequelize
  * Transaction around it, so statements of lib/sql and model calls (`{ transaction: t }`) join it
- * alike. Sequelize's own transaction() sends BEGIN and COMMIT through its query machinery, and on
- * SQLite opens and closes a database connection for every transaction. On PostgreSQL the connection
- * comes from Sequelize's pool; on SQLite it is one kept open for this process's transactions, which
+ * alike, and `t.afterCommit(fn)` runs `fn` once the COMMIT succeeded. Sequelize's own
+ * transaction() sends BEGIN and COMMIT through its query machinery, and on SQLite opens and
+ * closes a database connection for every transaction. On PostgreSQL the connection comes from
+ * Sequelize's pool; on SQLite it is one kept open for this process's transactions, which
  * take their turn in the process's write queue (queueSqliteWrite): SQLite has one writer at a
  * time, and concurrent transactions would busy-wait with back-offs of up to 100 ms (under 100
  * concurrent orders they timed out). There BEGIN IMMEDIATE takes the write lock at once (a deferred
  * BEGIN that read first fails with SQLITE_BUSY when another wrote meanwhile). A connection whose
  * COMMIT or ROLLBACK failed is in an unknown state: it is destroyed, never reused.
  */
-export function runTransaction<T>(sequelize: Sequelize, fn: (t: Transaction) => Promise<T>): Promise<T> {
-	if (sequelize.getDialect() === "postgres") return transaction(sequelize, true, fn);
-	return queueSqliteWrite(sequelize, () => transaction(sequelize, false, fn));
+export async function runTransaction<T>(sequelize: Sequelize, fn: (t: Transaction) => Promise<T>): Promise<T> {
+	const { result, t } = await (sequelize.getDialect() === "postgres"
+		? transaction(sequelize, true, fn)
+		: queueSqliteWrite(sequelize, () => transaction(sequelize, false, fn)));
+	// Sequelize's `t.afterCommit(fn)`, as its own commit() runs them (Sequelize 6 also runs them
+	// after a COMMIT that failed; here only after one that succeeded), outside SQLite's write queue.
+	// The transaction has committed whatever they do: they must not throw.
+	for (const hook of (t as unknown as { _afterCommitHooks: Array<(t: Transaction) => unknown> })._afterCommitHooks) await hook.call(t, t);
+	return result;
 }
 
-async function transaction<T>(sequelize: Sequelize, pg: boolean, fn: (t: Transaction) => Promise<T>): Promise<T> {
+async function transaction<T>(sequelize: Sequelize, pg: boolean, fn: (t: Transaction) => Promise<T>): Promise<{ result: T; t: Transaction }> {
 	const manager = sequelize.connectionManager as unknown as ConnectionManager;
 	const connection = await manager.getConnection(pg ? { type: "write" } : { uuid: SQLITE_TRANSACTIONS });
 	const t = new Transaction(sequelize, {});
@@ -162,9 +169,9 @@ async function transaction<T>(sequelize: Sequelize, pg: boolean, fn: (t: Transac
 			throw err;
 		});
 	let committed = false;
+	let result: T;
 	try {
 		await control(pg ? "BEGIN" : "BEGIN IMMEDIATE");
-		let result: T;
 		try {
 			result = await fn(t);
 		} catch (err) {
@@ -173,12 +180,12 @@ async function transaction<T>(sequelize: Sequelize, pg: boolean, fn: (t: Transac
 		}
 		await control("COMMIT");
 		committed = true;
-		return result;
 	} finally {
 		Object.assign(t, { finished: committed ? "commit" : "rollback" });
 		if (!healthy) await destroy(manager, connection, pg);
 		else if (pg) await manager.releaseConnection(connection);
 	}
+	return { result, t };
 }
 
 async function destroy(manager: ConnectionManager, connection: unknown, pg: boolean): Promise<void> {

@@ -1,9 +1,17 @@
 /**
  * Transactional outbox: a business event is written in the same database transaction as the
- * change it announces, and a relay publishes pending events through the durable channels
- * (lib/channels) and marks them sent only after the broker confirmed them. A crash at any point
- * between the commit and the confirmation leaves the row pending, and the relay publishes it again
- * after restart: at least once from outbox to queue; consumers are idempotent by eventId.
+ * change it announces, and published through the durable channels (lib/channels), its row marked
+ * sent only after the broker confirmed it. Two paths publish:
+ * - the hand-off: once the transaction has committed, the node that wrote the event publishes it
+ *   from memory, in batches of what committed meanwhile, and marks the batch sent in one UPDATE
+ *   (a publish and a statement after the commit: no reading back of what it just wrote);
+ * - the poll: every outboxPollMs the relay takes pending rows that are no longer any hand-off's
+ *   (written before this node started, or more than outboxHandoffMs ago: their writer crashed, or
+ *   its publish failed) and publishes them in a transaction that holds their rows.
+ * A crash at any point between the commit and the confirmation leaves the row pending, and the poll
+ * publishes it (after a restart at once): at least once from outbox to queue; consumers are
+ * idempotent by eventId. A hand-off slower than outboxHandoffMs can meet the poll on the same row:
+ * the event goes out twice with the same eventId.
  */
 import { DataTypes, QueryTypes, type Transaction } from "sequelize";
 import type { Context, ServiceBroker, ServiceSchema, Span } from "moleculer";
@@ -52,10 +60,12 @@ export function outboxTraceMigration(name: string): Migration {
 }
 
 export interface OutboxSettings {
-	/** Milliseconds between looks for pending events (the relay is also woken after each commit). */
+	/** Milliseconds between looks for pending events no hand-off holds. */
 	outboxPollMs: number;
 	/** Events published per round, concurrently. */
 	outboxBatch: number;
+	/** Milliseconds after its commit an event is left to its writer's hand-off before the poll takes it (5000). */
+	outboxHandoffMs?: number;
 	/** Milliseconds between updates of the backlog gauges (carsi.outbox.backlog, .oldest.age). */
 	outboxMetricsMs?: number;
 }
@@ -73,18 +83,21 @@ export interface OutboxMethods {
 	 * statements in one transaction. The change's errors (a unique violation…) come back as they are.
 	 */
 	writeWithEvent<E extends BusinessEventName>(change: { text: string; params: unknown[] }, event: E, payload: BusinessEvents[E], ctx?: Context): Promise<void>;
-	/** Asks the relay to run soon (after a commit). */
+	/** Asks the poll to run soon. */
 	kickRelay(): void;
-	/** One round: publishes up to a batch of pending events; answers how many were confirmed. */
+	/** One poll round: publishes up to a batch of pending events no hand-off holds; answers how many were confirmed. */
 	relayOnce(): Promise<number>;
+	/** Publishes an event that has just committed (the hand-off); its row stays pending for the poll if that fails. */
+	handOff(row: OutboxEvent): void;
 	/** Pending events and the age of the oldest, for /ready and metrics. */
 	outboxBacklog(): Promise<{ pending: number; oldestAgeMs: number | null }>;
 }
 
-interface PendingRow {
+/** An event to publish: a pending row as read (payload as text), or as just written (the object). */
+export interface OutboxEvent {
 	event_id: string;
 	event: string;
-	payload: string;
+	payload: string | object;
 	request_id: string | null;
 	parent_span_id: string | null;
 }
@@ -95,10 +108,15 @@ function outboxInsert(first: number): string {
 	return `INSERT INTO outbox (event_id, event, payload, request_id, parent_span_id, created_at, attempts) VALUES (${id}, ${event}, ${payload}, ${requestId}, ${parentSpanId}, ${now}, 0)`;
 }
 
-/** The row's values, with the writer's requestID (the trace id) and, for a sampled trace, its span id. */
-function outboxParams(event: string, payload: { eventId: string }, ctx?: Context): unknown[] {
+/** The event as written, with the writer's requestID (the trace id) and, for a sampled trace, its span id. */
+function outboxEvent(event: string, payload: { eventId: string }, ctx?: Context): OutboxEvent {
 	const parentSpanId = ctx?.tracing ? ((ctx as Context & { span?: Span }).span?.id ?? ctx.id) : null;
-	return [payload.eventId, event, JSON.stringify(payload), ctx?.requestID ?? null, parentSpanId, new Date()];
+	return { event_id: payload.eventId, event, payload, request_id: ctx?.requestID ?? null, parent_span_id: parentSpanId };
+}
+
+/** The INSERT's values of an event. */
+function outboxParams(row: OutboxEvent): unknown[] {
+	return [row.event_id, row.event, JSON.stringify(row.payload), row.request_id, row.parent_span_id, new Date()];
 }
 
 type SendToChannel = (name: string, payload: unknown, opts: Record<string, unknown>) => Promise<unknown>;
@@ -108,26 +126,55 @@ interface OutboxThis extends DbMethods, OutboxMethods {
 	settings: OutboxSettings;
 	broker: ServiceBroker & { sendToChannel?: SendToChannel };
 	logger: { warn(...a: unknown[]): void; info(...a: unknown[]): void; debug(...a: unknown[]): void };
-	outbox: { timer?: NodeJS.Timeout; metricsTimer?: NodeJS.Timeout; running?: Promise<number>; again: boolean; stopping: boolean; warned: boolean };
+	outbox: {
+		timer?: NodeJS.Timeout;
+		metricsTimer?: NodeJS.Timeout;
+		/** The poll's rounds, while they run. */
+		running?: Promise<number>;
+		again: boolean;
+		/** Committed events waiting for the hand-off, and its batches while they run. */
+		handed: OutboxEvent[];
+		flushing?: Promise<void>;
+		/** Rows written before this instant are no hand-off's of this node. */
+		startedAt: Date;
+		stopping: boolean;
+		warned: boolean;
+	};
 }
 
+/** Events waiting for the hand-off beyond this many batches are left to the poll. */
+const HANDOFF_BATCHES = 10;
+
 export const OutboxMixin: Partial<ServiceSchema> = {
-	settings: { outboxPollMs: 1000, outboxBatch: 100, outboxMetricsMs: 5000 },
+	settings: { outboxPollMs: 1000, outboxBatch: 100, outboxHandoffMs: 5000, outboxMetricsMs: 5000 },
 
 	methods: {
 		async addToOutbox(this: OutboxThis, t: Transaction, event: string, payload: { eventId: string }, ctx?: Context) {
-			await this.sql(outboxInsert(1), outboxParams(event, payload, ctx), t);
+			const row = outboxEvent(event, payload, ctx);
+			await this.sql(outboxInsert(1), outboxParams(row), t);
+			t.afterCommit(() => this.handOff(row));
 		},
 
 		async writeWithEvent(this: OutboxThis, change: { text: string; params: unknown[] }, event: string, payload: { eventId: string }, ctx?: Context) {
 			if (this.dbDialect() === "postgres") {
-				await this.sql(`WITH written AS (${change.text}) ${outboxInsert(change.params.length + 1)}`, [...change.params, ...outboxParams(event, payload, ctx)]);
+				const row = outboxEvent(event, payload, ctx);
+				await this.sql(`WITH written AS (${change.text}) ${outboxInsert(change.params.length + 1)}`, [...change.params, ...outboxParams(row)]);
+				this.handOff(row);
 				return;
 			}
 			await this.transaction(async t => {
 				await this.sql(change.text, change.params, t);
 				await this.addToOutbox(t, event as BusinessEventName, payload as never, ctx);
 			});
+		},
+
+		handOff(this: OutboxThis, row: OutboxEvent) {
+			const { outbox } = this;
+			// Stopping, or too far behind (the broker is slow or away): the poll publishes it later.
+			if (outbox.stopping || outbox.handed.length >= HANDOFF_BATCHES * this.settings.outboxBatch) return;
+			outbox.handed.push(row);
+			// What else commits in this turn of the event loop goes in the same batch.
+			if (!outbox.flushing) outbox.flushing = new Promise<void>(resolve => setImmediate(() => void flushHandOffs(this).finally(resolve)));
 		},
 
 		kickRelay(this: OutboxThis) {
@@ -140,40 +187,21 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 		},
 
 		async relayOnce(this: OutboxThis): Promise<number> {
-			const send = this.broker.sendToChannel;
-			if (!send) {
-				if (!this.outbox.warned) this.logger.warn("No channels middleware: outbox events stay pending");
-				this.outbox.warned = true;
-				return 0;
-			}
+			const send = channelSend(this);
+			if (!send) return 0;
 			const pg = this.dbDialect() === "postgres";
-			const select = `SELECT event_id, event, payload, request_id, parent_span_id FROM outbox WHERE sent_at IS NULL ORDER BY created_at LIMIT $1${
+			const select = `SELECT event_id, event, payload, request_id, parent_span_id FROM outbox WHERE sent_at IS NULL AND created_at < $2 ORDER BY created_at LIMIT $1${
 				// Several nodes of one service relay together: each takes rows no other holds.
 				pg ? " FOR UPDATE SKIP LOCKED" : ""
 			}`;
+			// No hand-off of this node holds a row written before it started; another node's holds it
+			// for outboxHandoffMs at most.
+			const handedSince = Math.max(this.outbox.startedAt.getTime(), Date.now() - (this.settings.outboxHandoffMs ?? 5000));
 			const publishBatch = async (t?: Transaction) => {
-				const { rows } = await this.sql<PendingRow>(select, [this.settings.outboxBatch], t);
-				if (rows.length === 0) return 0;
-				// Concurrently: confirms arrive in parallel (one by one, RabbitMQ confirms ~15x fewer).
-				const results = await Promise.allSettled(rows.map(row => publishRow(this, send, row)));
-				const sent = rows.filter((_, i) => results[i].status === "fulfilled").map(r => r.event_id);
-				const failed = rows.flatMap((row, i) => {
-					const r = results[i];
-					return r.status === "rejected" ? [{ id: row.event_id, error: String((r.reason as Error)?.message ?? r.reason) }] : [];
-				});
-				// One statement for the batch: $2… are its ids.
-				if (sent.length > 0)
-					await this.sql(
-						`UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE event_id IN (${sent.map((_, i) => `$${i + 2}`).join(", ")})`,
-						[new Date(), ...sent],
-						t,
-					);
-				for (const f of failed)
-					await this.sql("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE event_id = $1", [f.id, f.error.slice(0, 1000)], t);
-				if (failed.length > 0) this.logger.warn(`${failed.length} outbox event(s) not confirmed, kept for the next round: ${failed[0].error}`);
-				return sent.length;
+				const { rows } = await this.sql<OutboxEvent>(select, [this.settings.outboxBatch, new Date(handedSince)], t);
+				return rows.length === 0 ? 0 : publishAndMark(this, send, rows, t);
 			};
-			// PostgreSQL holds the row locks while publishing; SQLite has one relay per process (the
+			// PostgreSQL holds the row locks while publishing; SQLite has one poll per process (the
 			// `running` guard) and must not hold its single write lock while handlers run.
 			return pg ? this.transaction(t => publishBatch(t)) : publishBatch();
 		},
@@ -190,25 +218,90 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 	},
 
 	created: lifecycle<OutboxThis>(function () {
-		this.outbox = { again: false, stopping: false, warned: false };
+		this.outbox = { again: false, handed: [], startedAt: new Date(), stopping: false, warned: false };
 	}),
 
 	started: lifecycle<OutboxThis>(function () {
+		this.outbox.startedAt = new Date();
 		this.outbox.timer = setInterval(() => this.kickRelay(), this.settings.outboxPollMs);
 		this.outbox.timer.unref();
 		this.outbox.metricsTimer = setInterval(() => void reportBacklog(this), this.settings.outboxMetricsMs ?? 5000);
 		this.outbox.metricsTimer.unref();
-		// Events left pending by a crash go out now, not after the first poll.
-		this.kickRelay();
+		// Events left pending by a crash go out as soon as the database is there, not after the first
+		// poll. Moleculer runs the mixins' started hooks in series, this one before DbMixin's.
+		const firstPoll = () => {
+			if (this.outbox.stopping) return;
+			if (this.sequelize) this.kickRelay();
+			else setTimeout(firstPoll, 20).unref();
+		};
+		firstPoll();
 	}),
 
 	stopped: lifecycle<OutboxThis>(async function () {
 		this.outbox.stopping = true;
 		if (this.outbox.timer) clearInterval(this.outbox.timer);
 		if (this.outbox.metricsTimer) clearInterval(this.outbox.metricsTimer);
-		await this.outbox.running;
+		// The batch being published finishes; what waits behind it is left to the next poll.
+		await Promise.all([this.outbox.running, this.outbox.flushing]);
+		this.outbox.handed = [];
 	}),
 };
+
+/** The channels' send, or undefined (once warned) when no channels middleware is loaded: events stay pending. */
+function channelSend(svc: OutboxThis): SendToChannel | undefined {
+	const send = svc.broker.sendToChannel;
+	if (!send && !svc.outbox.warned) svc.logger.warn("No channels middleware: outbox events stay pending");
+	svc.outbox.warned ||= !send;
+	return send;
+}
+
+/**
+ * Publishes the events concurrently (confirms arrive in parallel; one by one, RabbitMQ confirms
+ * ~15× fewer), then marks the confirmed ones sent in one statement and counts an attempt with its
+ * error on the others, which stay pending. Answers how many were confirmed.
+ */
+async function publishAndMark(svc: OutboxThis, send: SendToChannel, rows: OutboxEvent[], t?: Transaction): Promise<number> {
+	const results = await Promise.allSettled(rows.map(row => publishRow(svc, send, row)));
+	const sent = rows.filter((_, i) => results[i].status === "fulfilled").map(r => r.event_id);
+	const failed = rows.flatMap((row, i) => {
+		const r = results[i];
+		return r.status === "rejected" ? [{ id: row.event_id, error: String((r.reason as Error)?.message ?? r.reason) }] : [];
+	});
+	// One statement for the batch: $2… are its ids.
+	if (sent.length > 0)
+		await svc.sql(
+			`UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE event_id IN (${sent.map((_, i) => `$${i + 2}`).join(", ")})`,
+			[new Date(), ...sent],
+			t,
+		);
+	for (const f of failed)
+		await svc.sql("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE event_id = $1", [f.id, f.error.slice(0, 1000)], t);
+	if (failed.length > 0) svc.logger.warn(`${failed.length} outbox event(s) not confirmed, kept for the next round: ${failed[0].error}`);
+	return sent.length;
+}
+
+/**
+ * The hand-off's batches, one at a time, while events wait: each marked sent in a statement of its
+ * own (no transaction: the rows are this node's, and a crash before the mark publishes them again,
+ * as a crash before a poll's COMMIT does). A database that does not answer leaves them pending.
+ */
+async function flushHandOffs(svc: OutboxThis): Promise<void> {
+	const { outbox } = svc;
+	try {
+		const send = channelSend(svc);
+		if (!send) outbox.handed = [];
+		while (send && outbox.handed.length > 0 && !outbox.stopping) {
+			const batch = outbox.handed.splice(0, svc.settings.outboxBatch);
+			try {
+				await publishAndMark(svc, send, batch);
+			} catch (err) {
+				svc.logger.warn(`Outbox hand-off of ${batch.length} event(s) not marked, left to the poll: ${(err as Error).message}`);
+			}
+		}
+	} finally {
+		outbox.flushing = undefined;
+	}
+}
 
 /** The backlog gauges of this service; a database that does not answer leaves them as they were. */
 async function reportBacklog(svc: OutboxThis): Promise<void> {
@@ -227,7 +320,7 @@ async function reportBacklog(svc: OutboxThis): Promise<void> {
  * the row; the message's headers ($requestID, $parentID, $tracing: what @moleculer/channels puts
  * there from a Context) make the consumers' spans children of this one.
  */
-async function publishRow(svc: OutboxThis, send: SendToChannel, row: PendingRow): Promise<unknown> {
+async function publishRow(svc: OutboxThis, send: SendToChannel, row: OutboxEvent): Promise<unknown> {
 	const broker = svc.broker;
 	const traced = row.request_id && row.parent_span_id && broker.isTracingEnabled();
 	const span = traced
@@ -247,7 +340,7 @@ async function publishRow(svc: OutboxThis, send: SendToChannel, row: PendingRow)
 		if (span) headers.$parentID = span.id;
 	}
 	try {
-		const result = await send.call(broker, row.event, JSON.parse(row.payload), {
+		const result = await send.call(broker, row.event, typeof row.payload === "string" ? JSON.parse(row.payload) : row.payload, {
 			messageId: row.event_id,
 			persistent: true,
 			headers: row.request_id ? headers : undefined,
@@ -262,7 +355,7 @@ async function publishRow(svc: OutboxThis, send: SendToChannel, row: PendingRow)
 
 /** Runs rounds while there is work: full batches, or a kick that came during a round. */
 async function runRelay(svc: OutboxThis): Promise<void> {
-	// Moleculer runs the mixins' started hooks together: wait for the database to be connected.
+	// Before DbMixin's started hook has connected the database there is nothing to poll (see started).
 	if (svc.outbox.running || svc.outbox.stopping || !svc.sequelize) return;
 	const loop = async () => {
 		let total = 0;

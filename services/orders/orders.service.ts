@@ -73,6 +73,7 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 	settings: {
 		databaseUrl: config.databaseUrls.orders,
 		outboxPollMs: config.outboxPollMs,
+		outboxHandoffMs: config.outboxHandoffMs,
 		outboxBatch: 100,
 	},
 
@@ -157,7 +158,6 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 					throw err;
 				}
 				faultPoint("orders.after-commit");
-				this.kickRelay();
 				// The reservation is now the order's. If this call is lost, the sweeper in products asks
 				// orders.placement and confirms it, and the order.created event confirms it too. The
 				// event alone would do, but slower: while the relay is held up (an orders database
@@ -208,7 +208,6 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 					return order;
 				});
 				if (!cancelled) throw new OrderNotCancellableError({ id: current.id, status: "cancelled" });
-				this.kickRelay();
 				// Exactly once, whichever arrives first: this call or products' order.cancelled consumer.
 				await this.release(ctx, cancelled.id);
 				return cancelled;

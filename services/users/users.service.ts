@@ -56,6 +56,7 @@ const UsersService: ServiceSchema<UsersSettings> = {
 		jwtExpiresIn: config.jwt.expiresIn,
 		admin: { email: config.admin.email, password: config.admin.password },
 		outboxPollMs: config.outboxPollMs,
+		outboxHandoffMs: config.outboxHandoffMs,
 		outboxBatch: 100,
 	},
 
@@ -83,7 +84,6 @@ const UsersService: ServiceSchema<UsersSettings> = {
 					if (err instanceof UniqueConstraintError) throw new EmailTakenError();
 					throw err;
 				}
-				this.kickRelay();
 				return { user, token: this.issueToken(user) };
 			},
 		},

@@ -61,8 +61,8 @@ beforeAll(async () => {
 			},
 		});
 	nodes = [
-		node(["api", "users"], { users: { admin: ADMIN, outboxPollMs: 200 } }),
-		node(["products", "orders"], { orders: { outboxPollMs: 200 }, products: { reservationTtlMs: 3000, reservationSweepMs: 300, reservationGraceMs: 500 } }),
+		node(["api", "users"], { users: { admin: ADMIN, outboxPollMs: 200, outboxHandoffMs: 1000 } }),
+		node(["products", "orders"], { orders: { outboxPollMs: 200, outboxHandoffMs: 1000 }, products: { reservationTtlMs: 3000, reservationSweepMs: 300, reservationGraceMs: 500 } }),
 		node(["notifications"]),
 	];
 	for (const n of nodes) recordAmqpResources(n, resources);

@@ -56,13 +56,15 @@ export async function waitStarted(node: NodeProcess, timeoutMs = 30_000): Promis
 }
 
 /**
- * Short timers for suites that kill nodes or wait for recovery: the outbox polled every 200 ms,
+ * Short timers for suites that kill nodes or wait for recovery: the outbox polled every 200 ms
+ * (a killed node's events taken by another node's poll 1 s after their commit),
  * reservations swept after 1.5 s, channel retries after 100 ms, a 5 s request timeout, and the
  * broker options moleculer-runner reads from the environment, so that a killed node is given up
  * after 3 s instead of 8 and no request is routed to it for long.
  */
 export const QUICK_RECOVERY_ENV: Record<string, string> = {
 	OUTBOX_POLL_MS: "200",
+	OUTBOX_HANDOFF_MS: "1000",
 	RESERVATION_TTL_MS: "1500",
 	RESERVATION_SWEEP_MS: "300",
 	CHANNEL_RETRY_DELAY_MS: "100",
