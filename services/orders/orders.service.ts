@@ -117,11 +117,21 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 				// same key reaches the same reservation and takes no more stock.
 				const reservation = await ctx.call<Reservation, unknown>("products.reserve", { orderId, items });
 				faultPoint("orders.after-reserve");
+				if (Date.parse(reservation.expiresAt) <= Date.now()) {
+					// Too late: the sweeper may already give this stock back. Do not commit on it.
+					if (key) {
+						// A request with the same key shares this order id and reservation (a client that
+						// got no answer retried through another gateway): it may have placed the order on
+						// it while this one waited. Then that order is the answer, and its stock stays.
+						const winner = await this.findByKey(user.id, key);
+						if (winner) return this.replay(ctx, winner, hash);
+						// Not released here, where it could still be that order's: the sweeper gives it
+						// back once orders says no order holds it.
+					} else await this.release(ctx, orderId);
+					throw new ServiceUnavailableError("The stock reservation expired, try again");
+				}
 				let priced: ReturnType<typeof priceOrder>;
 				try {
-					if (Date.parse(reservation.expiresAt) <= Date.now())
-						// Too late: the sweeper may already give this stock back. Do not commit on it.
-						throw new ServiceUnavailableError("The stock reservation expired, try again");
 					priced = priceOrder(reservation.lines);
 				} catch (err) {
 					await this.release(ctx, orderId);

@@ -1,0 +1,79 @@
+/**
+ * Two requests with one Idempotency-Key in flight together (a client that got no answer from a
+ * gateway that died retries on another while the first request still runs): they share one order
+ * id and one reservation. The one that finds the reservation expired must not give back the stock
+ * of the order the other one placed on it.
+ */
+import type { ServiceBroker, Middleware } from "moleculer";
+import { createNode, gatewayUrl, sqliteUrls, tempDir } from "../support/broker";
+import { http, login } from "../support/http";
+import { sleep } from "../support/wait";
+
+const ADMIN = { email: "admin@same-key.test", password: "admin-password-1" };
+const TTL_MS = 400;
+let broker: ServiceBroker;
+let base: string;
+let tmp: ReturnType<typeof tempDir>;
+
+/** The first products.reserve answers only once `open` is called: its caller sees it late. */
+let reserved: () => void = () => undefined;
+let open: () => void = () => undefined;
+let holdNext = false;
+const holdFirstReserve: Middleware = {
+	name: "HoldFirstReserve",
+	localAction(next: (ctx: unknown) => Promise<unknown>, action: { name: string }) {
+		if (action.name !== "products.reserve") return next;
+		return async (ctx: unknown) => {
+			const result = await next(ctx);
+			if (holdNext) {
+				holdNext = false;
+				const gate = new Promise<void>(resolve => (open = resolve));
+				reserved();
+				await gate;
+			}
+			return result;
+		};
+	},
+} as unknown as Middleware;
+
+beforeAll(async () => {
+	tmp = tempDir();
+	broker = createNode({
+		services: ["api", "users", "products", "orders"],
+		databaseUrls: sqliteUrls(tmp.dir, ["users", "products", "orders"]),
+		settings: { users: { admin: ADMIN }, products: { reservationTtlMs: TTL_MS, reservationSweepMs: 0 } },
+		middlewares: [holdFirstReserve],
+	});
+	await broker.start();
+	base = gatewayUrl(broker);
+});
+
+afterAll(async () => {
+	await broker.stop();
+	tmp.remove();
+});
+
+it("answers the order placed by a concurrent request with the same key, and keeps its stock, when its own reservation answer came too late", async () => {
+	const admin = await login(base, ADMIN.email, ADMIN.password);
+	const product = (await http(base, "POST", "/api/products", { token: admin, body: { sku: "SK-1", name: "Kilim", category: "k", priceCents: 700, stock: 10 } })).body;
+	const customer = (await http(base, "POST", "/api/users/register", { body: { email: "sk@example.com", password: "password-123", name: "SK" } })).body.token;
+	const send = () => http(base, "POST", "/api/orders", { token: customer, body: { items: [{ productId: product.id, quantity: 3 }] }, headers: { "idempotency-key": "same-key-1" } });
+
+	holdNext = true;
+	const first = new Promise<void>(resolve => (reserved = resolve)).then(() => undefined);
+	const slow = send();
+	await first;
+	// The reservation is held and young: the retry finds it and places the order on it.
+	const retry = await send();
+	expect(retry.status).toBe(201);
+	// The first request now learns of a reservation whose time has run out.
+	await sleep(TTL_MS + 100);
+	open();
+	const late = await slow;
+
+	expect(late.status).toBe(200);
+	expect(late.body.id).toBe(retry.body.id);
+	const orders = (await http(base, "GET", "/api/orders", { token: customer })).body.rows;
+	expect(orders).toHaveLength(1);
+	expect((await http(base, "GET", `/api/products/${product.id}`)).body.stock).toBe(7);
+});
