@@ -48,9 +48,12 @@ export const ProductModel: ModelDefinition = {
 /**
  * What the catalog search matches on PostgreSQL: name and description, case-folded, joined by a
  * unit separator (chr(31)) so that a search text without one never matches across the two. The
- * trigram index of migration 0004-search-index is on exactly this expression.
+ * trigram index of migration 0004-search-index was on exactly this expression; since
+ * 0005-search-column it is stored as SEARCH_COLUMN (generated), which the search reads and the
+ * trigram index covers. The model does not list the column: no answer carries it.
  */
 export const SEARCH_EXPRESSION = "(lower(name) || chr(31) || lower(description))";
+export const SEARCH_COLUMN = "search_text";
 export const SEARCH_SEPARATOR = String.fromCharCode(31);
 
 /**

@@ -14,7 +14,7 @@ import { MAX_INT, orderLinesParam, pageParams } from "../../lib/params";
 import { consumer } from "../../lib/channels";
 import type { OrderCancelled, OrderCreated } from "../../lib/events";
 import { migrations } from "./migrations";
-import { ProductModel, SEARCH_EXPRESSION, SEARCH_SEPARATOR, searchSortKey, type Product, type ProductRow } from "./model";
+import { ProductModel, SEARCH_COLUMN, SEARCH_SEPARATOR, searchSortKey, type Product, type ProductRow } from "./model";
 import { Reservations, type Reservation, type RequestedLine } from "./reservations";
 
 export type ProductsSettings = DbSettings &
@@ -320,11 +320,11 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 				const escaped = q.replace(/[\\%_]/g, c => `\\${c}`);
 				const pg = this.dbDialect() === "postgres";
 				replacements = { pattern: `%${pg ? escaped.toLowerCase() : escaped}%` };
-				// On PostgreSQL one expression over both columns, served by one trigram index
-				// (migration 0004-search-index); a text holding its separator is matched column by column.
+				// On PostgreSQL one stored column over both, served by one trigram index (migration
+				// 0005-search-column); a text holding its separator is matched column by column.
 				const condition =
 					pg && !q.includes(SEARCH_SEPARATOR)
-						? `${SEARCH_EXPRESSION} LIKE :pattern ESCAPE '\\'`
+						? `${SEARCH_COLUMN} LIKE :pattern ESCAPE '\\'`
 						: pg
 						? `(lower(name) LIKE :pattern ESCAPE '\\' OR lower(description) LIKE :pattern ESCAPE '\\')`
 						: `(name LIKE :pattern ESCAPE '\\' OR description LIKE :pattern ESCAPE '\\')`;
