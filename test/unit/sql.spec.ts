@@ -77,6 +77,26 @@ describe("runTransaction", () => {
 		await expect(runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-late"], done)).rejects.toThrow(/commit has been called/);
 		expect(await ids()).toEqual(["tx-a", "tx-b"]);
 	});
+
+	it("runs t.afterCommit hooks once the COMMIT succeeded, outside the write queue, and never after a rollback", async () => {
+		const seen: string[] = [];
+		await runTransaction(db, async t => {
+			await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-hook"], t);
+			// A hook that writes would wait forever for a queue turn its own transaction holds.
+			t.afterCommit(async () => {
+				await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["tx-after"]);
+				seen.push("committed");
+			});
+			expect(seen).toEqual([]);
+		});
+		expect(seen).toEqual(["committed"]);
+		await runTransaction(db, async t => {
+			t.afterCommit(() => void seen.push("rolled back"));
+			throw new Error("no");
+		}).catch(() => undefined);
+		expect(seen).toEqual(["committed"]);
+		expect(await ids()).toEqual(["tx-a", "tx-after", "tx-b", "tx-hook"]);
+	});
 });
 
 describe("the SQLite write queue", () => {
