@@ -19,7 +19,7 @@ it("applies each migration once, however often the service starts", async () => 
 	const [rows] = await db.query("SELECT name FROM schema_migrations");
 	const [indexes] = await db.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'products'");
 	await db.close();
-	expect(rows).toEqual([{ name: "0001-create-products" }, { name: "0002-create-reservations" }, { name: "0003-search-indexes" }, { name: "0004-search-index" }]);
+	expect(rows).toEqual([{ name: "0001-create-products" }, { name: "0002-create-reservations" }, { name: "0003-search-indexes" }, { name: "0004-search-index" }, { name: "0005-search-column" }]);
 	expect((indexes as Array<{ name: string }>).map(i => i.name)).toEqual(
 		expect.arrayContaining(["products_sku_unique", "products_category_created_at", "products_created_at"]),
 	);
