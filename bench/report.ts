@@ -155,7 +155,7 @@ export function report(input: ReportInput): string {
 	}
 	lines.push(
 		"",
-		"Ratios: req/s over the mean of the baseline's passes (same ids). CPU µs/req: CPU time of the target's own processes per request (steadier than req/s while the machine is busy). CPU (cores): CPU seconds per wall second of each process, autocannon and the servers included. Outbox → sent: the outbox row's created_at to its sent_at, set when the relay's batch was published: on RabbitMQ (the cluster) when the broker confirmed it, so it is the relay's part of the lag; in one process, where a publish is the delivery, when every consumer had handled the batch, so it can exceed the lag.",
+		"Ratios: req/s over the mean of the baseline's passes (same ids). CPU µs/req: CPU time of the target's own processes per request (steadier than req/s while the machine is busy). CPU (cores): CPU seconds per wall second of each process, autocannon and the servers included. Outbox → sent: the outbox row's created_at to its sent_at, set when its batch was published (by the node that wrote it, or the relay): on RabbitMQ (the cluster) when the broker confirmed it, so it is the publisher's part of the lag; in one process, where a publish is the delivery, when every consumer had handled the batch, so it can exceed the lag.",
 	);
 	return lines.join("\n") + "\n";
 }
