@@ -121,8 +121,9 @@ export function outboxCases(databaseUrl: () => string): void {
 
 	it("leaves a young pending row to its writer's hand-off, and publishes it once outboxHandoffMs has passed", async () => {
 		const broker = await node({ outboxPollMs: 50, outboxHandoffMs: 1500 });
-		const id = await broker.call<string, { ageMs: number }>("ledger.pendingRow", { ageMs: 0 });
+		// Before the call: the row's created_at is no earlier than this.
 		const written = Date.now();
+		const id = await broker.call<string, { ageMs: number }>("ledger.pendingRow", { ageMs: 0 });
 		// Twenty polls and more, none of which may take it yet.
 		await sleep(1000);
 		expect(recorder.of(id)).toEqual([]);
