@@ -174,7 +174,7 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 			if (outbox.stopping || outbox.handed.length >= HANDOFF_BATCHES * this.settings.outboxBatch) return;
 			outbox.handed.push(row);
 			// What else commits in this turn of the event loop goes in the same batch.
-			if (!outbox.flushing) outbox.flushing = new Promise<void>(resolve => setImmediate(() => void flushHandOffs(this).finally(resolve)));
+			if (!outbox.flushing) outbox.flushing = new Promise(resolve => setImmediate(resolve)).then(() => flushHandOffs(this));
 		},
 
 		kickRelay(this: OutboxThis) {

@@ -7,6 +7,8 @@
  * again. Per node, in memory, at most `maxEntries` tokens (the oldest forgotten first). A TTL of 0
  * turns it off.
  */
+import jwt from "jsonwebtoken";
+
 export interface CachedUser {
 	id: number;
 	role: "customer" | "admin";
@@ -19,14 +21,9 @@ interface Entry {
 
 /** The `exp` claim (ms since the epoch) of a JWT, without verifying it: users did, for this very text. */
 function expiresAt(token: string): number | undefined {
-	const payload = token.split(".")[1];
-	if (!payload) return undefined;
-	try {
-		const exp = (JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as { exp?: unknown }).exp;
-		return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : undefined;
-	} catch {
-		return undefined;
-	}
+	const payload = jwt.decode(token);
+	const exp = typeof payload === "object" ? payload?.exp : undefined;
+	return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : undefined;
 }
 
 export class TokenCache {
