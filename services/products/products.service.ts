@@ -16,6 +16,7 @@ import type { OrderCancelled, OrderCreated } from "../../lib/events";
 import { migrations } from "./migrations";
 import { ProductModel, SEARCH_COLUMN, SEARCH_SEPARATOR, searchSortKey, type Product, type ProductRow } from "./model";
 import { Reservations, type Reservation, type RequestedLine } from "./reservations";
+import { COLUMN_STATS_SQL, SearchStats, indexWord, type ColumnStats } from "./search";
 
 export type ProductsSettings = DbSettings &
 	CacheSettings & {
@@ -77,7 +78,7 @@ interface ProductsMethods {
 type ProductsThis = Service<ProductsSettings> &
 	DbMethods &
 	CacheMethods &
-	ProductsMethods & { reservations: Reservations; sweepTimer?: NodeJS.Timeout; sweeping?: Promise<number> };
+	ProductsMethods & { reservations: Reservations; searchStats?: SearchStats; sweepTimer?: NodeJS.Timeout; sweeping?: Promise<number> };
 
 const orderIdParam = { type: "uuid" } as const;
 
@@ -319,16 +320,23 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 				// finds "ÇAYDANLIK" and "cay" finds "Cay", though "çay" does not find "ÇAY".
 				const escaped = q.replace(/[\\%_]/g, c => `\\${c}`);
 				const pg = this.dbDialect() === "postgres";
+				const text = pg ? q.toLowerCase() : q;
 				replacements = { pattern: `%${pg ? escaped.toLowerCase() : escaped}%` };
 				// On PostgreSQL one stored column over both, served by one trigram index (migration
-				// 0005-search-column); a text holding its separator is matched column by column.
-				const condition =
-					pg && !q.includes(SEARCH_SEPARATOR)
-						? `${SEARCH_COLUMN} LIKE :pattern ESCAPE '\\'`
-						: pg
-						? `(lower(name) LIKE :pattern ESCAPE '\\' OR lower(description) LIKE :pattern ESCAPE '\\')`
-						: `(name LIKE :pattern ESCAPE '\\' OR description LIKE :pattern ESCAPE '\\')`;
-				where.push(this.sequelize.literal(condition) as unknown as WhereOptions);
+				// 0005-search-column); a text holding its separator is matched column by column. When
+				// one word of the text is rare, the index is asked for that word alone and each row it
+				// finds is checked against the whole text (search.ts): the same rows, without reading
+				// the posting lists of the words every product shares.
+				const word = pg && !q.includes(SEARCH_SEPARATOR) ? indexWord(text, this.searchStats?.current()) : undefined;
+				if (word) replacements = { word: `%${word}%`, text };
+				const condition = word
+					? `${SEARCH_COLUMN} LIKE :word AND strpos(${SEARCH_COLUMN}, :text) > 0`
+					: pg && !q.includes(SEARCH_SEPARATOR)
+					? `${SEARCH_COLUMN} LIKE :pattern ESCAPE '\\'`
+					: pg
+					? `(lower(name) LIKE :pattern ESCAPE '\\' OR lower(description) LIKE :pattern ESCAPE '\\')`
+					: `(name LIKE :pattern ESCAPE '\\' OR description LIKE :pattern ESCAPE '\\')`;
+				where.push(this.sequelize.literal(`(${condition})`) as unknown as WhereOptions);
 			}
 			const [column, direction] = SORTS[sort];
 			const filter = where.length ? { [Op.and]: where } : undefined;
@@ -342,6 +350,16 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 
 	started: lifecycle<ProductsThis>(function () {
 		this.reservations = new Reservations(this.sequelize, this.model, fn => this.transaction(fn));
+		if (this.dbDialect() === "postgres") {
+			this.searchStats = new SearchStats(
+				async () => {
+					const [rows] = await this.sequelize.query(COLUMN_STATS_SQL, { replacements: { table: "products", column: SEARCH_COLUMN } });
+					return rows[0] as ColumnStats | undefined;
+				},
+				undefined,
+				err => this.logger.warn(`Search statistics not read: ${(err as Error).message}`),
+			);
+		}
 		if (this.settings.reservationSweepMs > 0) {
 			this.sweepTimer = setInterval(() => {
 				// One sweep at a time per node; a slow one is not stacked on.
