@@ -5,7 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Context, Service, ServiceSchema } from "moleculer";
-import { UniqueConstraintError, type Transaction } from "sequelize";
+import type { Transaction } from "sequelize";
 import { getConfig } from "../../lib/config";
 import { NotFoundError, ServiceUnavailableError, UnauthorizedError } from "../../lib/errors";
 import { envelope, type Order } from "../../lib/events";
@@ -154,16 +154,20 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 				try {
 					await this.placeOrder(ctx, order, key, hash);
 				} catch (err) {
-					if (err instanceof UniqueConstraintError && key) {
-						// A concurrent request with the same key committed first; it holds the same
-						// reservation (same order id), so there is nothing to give back.
-						const winner = await this.findByKey(user.id, key);
-						if (winner) return this.replay(ctx, winner, hash);
-					}
 					// The connection was lost mid-transaction: the COMMIT may have landed, and releasing
 					// would hand out the stock of a placed order. The sweeper in products decides from
 					// what the orders database holds once it answers (orders.placement).
-					if (isConnectionError(err)) this.logger.warn(`Order ${orderId}: outcome unknown, its reservation is left to the sweeper`);
+					let unknown = isConnectionError(err);
+					if (key && !unknown) {
+						// A concurrent request with the same key shares this order id and reservation. If
+						// it committed first (this insert met its key, or failed otherwise while, say,
+						// waiting on that row's lock), its order is the answer and the stock is its own.
+						const winner = await this.findByKey(user.id, key).catch(() => undefined);
+						if (winner) return this.replay(ctx, winner, hash);
+						// Not known whether it did: not released here either.
+						if (winner === undefined) unknown = true;
+					}
+					if (unknown) this.logger.warn(`Order ${orderId}: outcome unknown, its reservation is left to the sweeper`);
 					else await this.release(ctx, orderId);
 					throw err;
 				}
@@ -269,7 +273,7 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 
 		/**
 		 * The order's row and its order.created, committed together. A second row for the same id,
-		 * or the same user and key, fails on its unique index (UniqueConstraintError).
+		 * or the same user and key, fails on its unique index (Sequelize's UniqueConstraintError).
 		 */
 		async placeOrder(this: OrdersThis, ctx: Context, order: Order, key: string | undefined, hash: string): Promise<void> {
 			const row = {

@@ -1,8 +1,8 @@
 /**
  * Two requests with one Idempotency-Key in flight together (a client that got no answer from a
  * gateway that died retries on another while the first request still runs): they share one order
- * id and one reservation. The one that finds the reservation expired must not give back the stock
- * of the order the other one placed on it.
+ * id and one reservation. The one that finds the reservation expired, or whose own insert fails,
+ * must not give back the stock of the order the other one placed on it.
  */
 import type { ServiceBroker, Middleware } from "moleculer";
 import { createNode, gatewayUrl, sqliteUrls, tempDir } from "../support/broker";
@@ -76,4 +76,33 @@ it("answers the order placed by a concurrent request with the same key, and keep
 	const orders = (await http(base, "GET", "/api/orders", { token: customer })).body.rows;
 	expect(orders).toHaveLength(1);
 	expect((await http(base, "GET", `/api/products/${product.id}`)).body.stock).toBe(7);
+});
+
+it("answers the order a concurrent request with the same key placed, and keeps its stock, when its own insert failed for another reason", async () => {
+	const admin = await login(base, ADMIN.email, ADMIN.password);
+	const product = (await http(base, "POST", "/api/products", { token: admin, body: { sku: "SK-2", name: "Halı", category: "k", priceCents: 900, stock: 10 } })).body;
+	const customer = (await http(base, "POST", "/api/users/register", { body: { email: "sk2@example.com", password: "password-123", name: "SK2" } })).body.token;
+	const send = () => http(base, "POST", "/api/orders", { token: customer, body: { items: [{ productId: product.id, quantity: 4 }] }, headers: { "idempotency-key": "same-key-2" } });
+
+	holdNext = true;
+	const first = new Promise<void>(resolve => (reserved = resolve)).then(() => undefined);
+	const slow = send();
+	await first;
+	const retry = await send();
+	expect(retry.status).toBe(201);
+	// The first request's insert then fails, not on the key (as a lock or statement timeout while
+	// waiting on the retry's row would): the retry's order holds the reservation they share.
+	const orders = broker.getLocalService("orders") as unknown as { placeOrder: (...a: unknown[]) => Promise<void> };
+	const placeOrder = orders.placeOrder;
+	orders.placeOrder = async () => {
+		orders.placeOrder = placeOrder;
+		throw new Error("canceling statement due to lock timeout");
+	};
+	open();
+	const late = await slow;
+
+	expect(late.status).toBe(200);
+	expect(late.body.id).toBe(retry.body.id);
+	expect((await http(base, "GET", "/api/orders", { token: customer })).body.rows).toHaveLength(1);
+	expect((await http(base, "GET", `/api/products/${product.id}`)).body.stock).toBe(6);
 });
