@@ -53,11 +53,16 @@ afterAll(async () => {
 	tmp.remove();
 });
 
-it("answers the order placed by a concurrent request with the same key, and keeps its stock, when its own reservation answer came too late", async () => {
+/**
+ * A product of 10, a customer, and two requests of `quantity` with one key: the first is sent and
+ * held once reserved, the second (the retry) runs to its end. Then `beforeFirstGoesOn` runs, the
+ * first request goes on, and its answer, the customer's orders and the stock are returned.
+ */
+async function sameKeyPair(n: number, quantity: number, beforeFirstGoesOn: () => Promise<void> | void) {
 	const admin = await login(base, ADMIN.email, ADMIN.password);
-	const product = (await http(base, "POST", "/api/products", { token: admin, body: { sku: "SK-1", name: "Kilim", category: "k", priceCents: 700, stock: 10 } })).body;
-	const customer = (await http(base, "POST", "/api/users/register", { body: { email: "sk@example.com", password: "password-123", name: "SK" } })).body.token;
-	const send = () => http(base, "POST", "/api/orders", { token: customer, body: { items: [{ productId: product.id, quantity: 3 }] }, headers: { "idempotency-key": "same-key-1" } });
+	const product = (await http(base, "POST", "/api/products", { token: admin, body: { sku: `SK-${n}`, name: "Kilim", category: "k", priceCents: 700, stock: 10 } })).body;
+	const customer = (await http(base, "POST", "/api/users/register", { body: { email: `sk${n}@example.com`, password: "password-123", name: "SK" } })).body.token;
+	const send = () => http(base, "POST", "/api/orders", { token: customer, body: { items: [{ productId: product.id, quantity }] }, headers: { "idempotency-key": `same-key-${n}` } });
 
 	holdNext = true;
 	const first = new Promise<void>(resolve => (reserved = resolve)).then(() => undefined);
@@ -66,43 +71,36 @@ it("answers the order placed by a concurrent request with the same key, and keep
 	// The reservation is held and young: the retry finds it and places the order on it.
 	const retry = await send();
 	expect(retry.status).toBe(201);
-	// The first request now learns of a reservation whose time has run out.
-	await sleep(TTL_MS + 100);
+	await beforeFirstGoesOn();
 	open();
 	const late = await slow;
+	const orders = (await http(base, "GET", "/api/orders", { token: customer })).body.rows as Array<{ id: string }>;
+	const stock = (await http(base, "GET", `/api/products/${product.id}`)).body.stock as number;
+	return { retry, late, orders, stock };
+}
 
+it("answers the order placed by a concurrent request with the same key, and keeps its stock, when its own reservation answer came too late", async () => {
+	// The first request learns of a reservation whose time has run out.
+	const { retry, late, orders, stock } = await sameKeyPair(1, 3, () => sleep(TTL_MS + 100));
 	expect(late.status).toBe(200);
 	expect(late.body.id).toBe(retry.body.id);
-	const orders = (await http(base, "GET", "/api/orders", { token: customer })).body.rows;
 	expect(orders).toHaveLength(1);
-	expect((await http(base, "GET", `/api/products/${product.id}`)).body.stock).toBe(7);
+	expect(stock).toBe(7);
 });
 
 it("answers the order a concurrent request with the same key placed, and keeps its stock, when its own insert failed for another reason", async () => {
-	const admin = await login(base, ADMIN.email, ADMIN.password);
-	const product = (await http(base, "POST", "/api/products", { token: admin, body: { sku: "SK-2", name: "Halı", category: "k", priceCents: 900, stock: 10 } })).body;
-	const customer = (await http(base, "POST", "/api/users/register", { body: { email: "sk2@example.com", password: "password-123", name: "SK2" } })).body.token;
-	const send = () => http(base, "POST", "/api/orders", { token: customer, body: { items: [{ productId: product.id, quantity: 4 }] }, headers: { "idempotency-key": "same-key-2" } });
-
-	holdNext = true;
-	const first = new Promise<void>(resolve => (reserved = resolve)).then(() => undefined);
-	const slow = send();
-	await first;
-	const retry = await send();
-	expect(retry.status).toBe(201);
-	// The first request's insert then fails, not on the key (as a lock or statement timeout while
-	// waiting on the retry's row would): the retry's order holds the reservation they share.
-	const orders = broker.getLocalService("orders") as unknown as { placeOrder: (...a: unknown[]) => Promise<void> };
-	const placeOrder = orders.placeOrder;
-	orders.placeOrder = async () => {
-		orders.placeOrder = placeOrder;
-		throw new Error("canceling statement due to lock timeout");
-	};
-	open();
-	const late = await slow;
-
+	// The first request's insert fails, not on the key (as a lock or statement timeout while waiting
+	// on the retry's row would): the retry's order holds the reservation they share.
+	const { retry, late, orders, stock } = await sameKeyPair(2, 4, () => {
+		const svc = broker.getLocalService("orders") as unknown as { placeOrder: (...a: unknown[]) => Promise<void> };
+		const placeOrder = svc.placeOrder;
+		svc.placeOrder = async () => {
+			svc.placeOrder = placeOrder;
+			throw new Error("canceling statement due to lock timeout");
+		};
+	});
 	expect(late.status).toBe(200);
 	expect(late.body.id).toBe(retry.body.id);
-	expect((await http(base, "GET", "/api/orders", { token: customer })).body.rows).toHaveLength(1);
-	expect((await http(base, "GET", `/api/products/${product.id}`)).body.stock).toBe(6);
+	expect(orders).toHaveLength(1);
+	expect(stock).toBe(6);
 });
