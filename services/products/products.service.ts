@@ -319,23 +319,24 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 				// its LIKE already ignores ASCII case, so there the text is compared as written: "ÇAY"
 				// finds "ÇAYDANLIK" and "cay" finds "Cay", though "çay" does not find "ÇAY".
 				const escaped = q.replace(/[\\%_]/g, c => `\\${c}`);
-				const pg = this.dbDialect() === "postgres";
-				const text = pg ? q.toLowerCase() : q;
-				replacements = { pattern: `%${pg ? escaped.toLowerCase() : escaped}%` };
-				// On PostgreSQL one stored column over both, served by one trigram index (migration
-				// 0005-search-column); a text holding its separator is matched column by column. When
-				// one word of the text is rare, the index is asked for that word alone and each row it
-				// finds is checked against the whole text (search.ts): the same rows, without reading
-				// the posting lists of the words every product shares.
-				const word = pg && !q.includes(SEARCH_SEPARATOR) ? indexWord(text, this.searchStats?.current()) : undefined;
-				if (word) replacements = { word: `%${word}%`, text };
-				const condition = word
-					? `${SEARCH_COLUMN} LIKE :word AND strpos(${SEARCH_COLUMN}, :text) > 0`
-					: pg && !q.includes(SEARCH_SEPARATOR)
-					? `${SEARCH_COLUMN} LIKE :pattern ESCAPE '\\'`
-					: pg
-					? `(lower(name) LIKE :pattern ESCAPE '\\' OR lower(description) LIKE :pattern ESCAPE '\\')`
-					: `(name LIKE :pattern ESCAPE '\\' OR description LIKE :pattern ESCAPE '\\')`;
+				let condition: string;
+				if (this.dbDialect() !== "postgres") {
+					replacements = { pattern: `%${escaped}%` };
+					condition = `name LIKE :pattern ESCAPE '\\' OR description LIKE :pattern ESCAPE '\\'`;
+				} else if (q.includes(SEARCH_SEPARATOR)) {
+					// The stored column joins the two by this separator: such a text is matched column by column.
+					replacements = { pattern: `%${escaped.toLowerCase()}%` };
+					condition = `lower(name) LIKE :pattern ESCAPE '\\' OR lower(description) LIKE :pattern ESCAPE '\\'`;
+				} else {
+					// One stored column over both, served by one trigram index (migration
+					// 0005-search-column). When one word of the text is rare, the index is asked for that
+					// word alone and each row it finds is checked against the whole text (search.ts): the
+					// same rows, without reading the posting lists of the words every product shares.
+					const text = q.toLowerCase();
+					const word = indexWord(text, this.searchStats?.current());
+					replacements = word ? { word: `%${word}%`, text } : { pattern: `%${escaped.toLowerCase()}%` };
+					condition = word ? `${SEARCH_COLUMN} LIKE :word AND strpos(${SEARCH_COLUMN}, :text) > 0` : `${SEARCH_COLUMN} LIKE :pattern ESCAPE '\\'`;
+				}
 				where.push(this.sequelize.literal(`(${condition})`) as unknown as WhereOptions);
 			}
 			const [column, direction] = SORTS[sort];

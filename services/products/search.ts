@@ -21,7 +21,7 @@ export interface SearchSample {
 	share: number;
 }
 
-/** Below this estimated share of the rows a word is asked for alone (2 of the histogram's 101 bounds). */
+/** Below this estimated share of the rows a word is asked for alone: in at most 2 of the histogram's 101 bounds. */
 export const RARE_SHARE = 0.02;
 
 /** How long the sample is kept before it is read again (ANALYZE changes it rarely). */
