@@ -71,7 +71,7 @@ interface ProductsMethods {
 	toProduct(row: Model | ProductRow): Product;
 	findProduct(id: number): Promise<Product | null>;
 	listProducts(params: ListParams): Promise<ListResult<Product>>;
-	releaseReservation(orderId: string): Promise<boolean>;
+	releaseReservation(orderId: string, dueBefore?: Date): Promise<boolean>;
 	confirmReservation(orderId: string): Promise<string | null>;
 	sweepReservations(): Promise<number>;
 }
@@ -252,8 +252,8 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 	},
 
 	methods: {
-		async releaseReservation(this: ProductsThis, orderId: string): Promise<boolean> {
-			const changed = await this.reservations.release(orderId);
+		async releaseReservation(this: ProductsThis, orderId: string, dueBefore?: Date): Promise<boolean> {
+			const changed = await this.reservations.release(orderId, dueBefore);
 			if (changed.length > 0) await this.invalidateEntities(changed);
 			return changed.length > 0;
 		},
@@ -270,7 +270,8 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 		 * absent → release. When orders cannot answer, nothing is decided.
 		 */
 		async sweepReservations(this: ProductsThis): Promise<number> {
-			const due = await this.reservations.expired(new Date(Date.now() - this.settings.reservationGraceMs), 100);
+			const cutoff = new Date(Date.now() - this.settings.reservationGraceMs);
+			const due = await this.reservations.expired(cutoff, 100);
 			let released = 0;
 			for (const orderId of due) {
 				let state: string;
@@ -281,7 +282,8 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 					continue;
 				}
 				if (state === "placed") await this.confirmReservation(orderId);
-				else if (await this.releaseReservation(orderId)) released++;
+				// Only if still due: a retry of the order may have held it again meanwhile (reserve).
+				else if (await this.releaseReservation(orderId, cutoff)) released++;
 			}
 			if (released > 0) this.logger.info(`Released ${released} reservation(s) no order confirmed`);
 			return released;

@@ -78,7 +78,9 @@ export class Reservations {
 
 	/**
 	 * Takes the stock of every line or of none. A second call for the same order answers the first
-	 * reservation and takes nothing (a retried or timed-out call never reserves twice).
+	 * reservation and takes nothing (a retried or timed-out call never reserves twice); one still
+	 * held past its time is held again for `ttlMs` (`renewals` bounds the retries of a race with
+	 * the sweeper's release).
 	 *
 	 * The first call is the common one, so it is not preceded by a look for an earlier reservation:
 	 * the stock is taken and the reservation row claims the order id in the same transaction (an
@@ -86,7 +88,7 @@ export class Reservations {
 	 * claim writes nothing and the transaction is rolled back, giving the stock back; the answer is
 	 * then that reservation. A line that falls short on a retry answers it too, not 409.
 	 */
-	async reserve(orderId: string, items: RequestedLine[], ttlMs: number): Promise<{ reservation: Reservation; taken: boolean }> {
+	async reserve(orderId: string, items: RequestedLine[], ttlMs: number, renewals = 1): Promise<{ reservation: Reservation; taken: boolean }> {
 		const lines = mergeLines(items);
 		try {
 			return await this.begin(async t => {
@@ -103,10 +105,31 @@ export class Reservations {
 			// reservation is the answer, whatever the stock is now.
 			if (err instanceof AlreadyReserved || err instanceof OutOfStockError || err instanceof NotFoundError) {
 				const earlier = await this.find(orderId);
+				if (earlier?.status === "held" && Date.parse(earlier.expiresAt) <= Date.now()) {
+					// Its time ran out before any order confirmed it: the request that reserved gave up
+					// or died, and this is the client's retry with the same key. Held again for it, as
+					// nothing released it yet; released meanwhile, it is reserved afresh.
+					const renewed = await this.renew(orderId, new Date(Date.now() + ttlMs));
+					if (renewed) return { reservation: renewed, taken: false };
+					if (renewals > 0) return this.reserve(orderId, items, ttlMs, renewals - 1);
+				}
 				if (earlier && earlier.status !== "released") return { reservation: earlier, taken: false };
 			}
 			throw err;
 		}
+	}
+
+	/**
+	 * A held reservation held until `expiresAt`, its stock still taken. Null when it is no longer
+	 * held (released or confirmed meanwhile): the status guards it, as it guards every change.
+	 */
+	private async renew(orderId: string, expiresAt: Date): Promise<Reservation | null> {
+		const { rows } = await runSql<ReservationRow>(
+			this.sequelize,
+			"UPDATE reservations SET expires_at = $2, updated_at = $3 WHERE order_id = $1 AND status = 'held' RETURNING order_id, lines, status, expires_at",
+			[orderId, expiresAt, new Date()],
+		);
+		return rows.length > 0 ? toReservation(rows[0]) : null;
 	}
 
 	/**
@@ -161,14 +184,16 @@ export class Reservations {
 	/**
 	 * Gives the stock back once: the status moves to released in the same transaction that adds the
 	 * stock, guarded by the status it had, so a second release (or a concurrent one) adds nothing.
-	 * Answers the product ids whose stock changed.
+	 * With `dueBefore` (the sweeper) only a held reservation whose time ran out before it: one held
+	 * again since (renewed by a retry of its order) is left alone. Answers the product ids whose
+	 * stock changed.
 	 */
-	async release(orderId: string): Promise<number[]> {
+	async release(orderId: string, dueBefore?: Date): Promise<number[]> {
 		return this.begin(async t => {
-			const [affected] = await this.table.update(
-				{ status: "released" },
-				{ where: { order_id: orderId, status: { [Op.in]: ["held", "confirmed"] } }, transaction: t },
-			);
+			const where = dueBefore
+				? { order_id: orderId, status: "held", expires_at: { [Op.lt]: dueBefore } }
+				: { order_id: orderId, status: { [Op.in]: ["held", "confirmed"] } };
+			const [affected] = await this.table.update({ status: "released" }, { where, transaction: t });
 			if (affected === 0) return [];
 			const reservation = (await this.find(orderId, t))!;
 			for (const line of reservation.lines) {

@@ -100,6 +100,38 @@ export function reservationCases(context: () => { broker: ServiceBroker }): void
 		expect(await stockOf(a)).toBe(10);
 	});
 
+	it("holds a reservation whose time ran out again for a second call of the same order, taking no more stock", async () => {
+		const a = await product(10);
+		const orderId = randomUUID();
+		// The request that reserved gave up or died: its reservation is held, its time past.
+		const first = await reservations().reserve(orderId, [{ productId: a, quantity: 1 }], 1);
+		await new Promise(r => setTimeout(r, 20));
+		expect(Date.parse(first.reservation.expiresAt)).toBeLessThan(Date.now());
+		const retry = await call<{ status: string; expiresAt: string; lines: unknown[] }>("reserve", { orderId, items: [{ productId: a, quantity: 1 }] });
+		expect(retry.status).toBe("held");
+		expect(Date.parse(retry.expiresAt)).toBeGreaterThan(Date.now());
+		expect(retry.lines).toEqual(first.reservation.lines);
+		expect(await stockOf(a)).toBe(9);
+		expect((await reservations().find(orderId))?.expiresAt).toBe(retry.expiresAt);
+	});
+
+	it("releases for the sweeper only a reservation still due, never one held again since it was found", async () => {
+		const a = await product(10);
+		const orderId = randomUUID();
+		await reservations().reserve(orderId, [{ productId: a, quantity: 2 }], 1);
+		await new Promise(r => setTimeout(r, 20));
+		const cutoff = new Date();
+		expect(await reservations().expired(cutoff, 1000)).toContain(orderId);
+		// A retry of the order holds it again before the sweeper's release.
+		await call("reserve", { orderId, items: [{ productId: a, quantity: 2 }] });
+		expect(await reservations().release(orderId, cutoff)).toEqual([]);
+		expect(await stockOf(a)).toBe(8);
+		expect((await reservations().find(orderId))?.status).toBe("held");
+		// Without a cutoff (orders cancelled it, or gave up on it) it is released.
+		expect(await call("release", { orderId })).toEqual({ released: true });
+		expect(await stockOf(a)).toBe(10);
+	});
+
 	it("finds a held reservation once its time has run out, and not before", async () => {
 		const a = await product(10);
 		const orderId = randomUUID();

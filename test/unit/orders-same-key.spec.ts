@@ -6,7 +6,7 @@
  */
 import type { ServiceBroker, Middleware } from "moleculer";
 import { createNode, gatewayUrl, sqliteUrls, tempDir } from "../support/broker";
-import { http, login } from "../support/http";
+import { http, login, type Res } from "../support/http";
 import { sleep } from "../support/wait";
 
 const ADMIN = { email: "admin@same-key.test", password: "admin-password-1" };
@@ -53,30 +53,41 @@ afterAll(async () => {
 	tmp.remove();
 });
 
-/**
- * A product of 10, a customer, and two requests of `quantity` with one key: the first is sent and
- * held once reserved, the second (the retry) runs to its end. Then `beforeFirstGoesOn` runs, the
- * first request goes on, and its answer, the customer's orders and the stock are returned.
- */
-async function sameKeyPair(n: number, quantity: number, beforeFirstGoesOn: () => Promise<void> | void) {
+/** A product of 10, a customer, and `send`: an order of `quantity` with the key same-key-<n>. */
+async function sameKeyClient(n: number, quantity: number) {
 	const admin = await login(base, ADMIN.email, ADMIN.password);
 	const product = (await http(base, "POST", "/api/products", { token: admin, body: { sku: `SK-${n}`, name: "Kilim", category: "k", priceCents: 700, stock: 10 } })).body;
 	const customer = (await http(base, "POST", "/api/users/register", { body: { email: `sk${n}@example.com`, password: "password-123", name: "SK" } })).body.token;
 	const send = () => http(base, "POST", "/api/orders", { token: customer, body: { items: [{ productId: product.id, quantity }] }, headers: { "idempotency-key": `same-key-${n}` } });
+	const orders = async () => (await http(base, "GET", "/api/orders", { token: customer })).body.rows as Array<{ id: string }>;
+	const stock = async () => (await http(base, "GET", `/api/products/${product.id}`)).body.stock as number;
+	return { send, orders, stock };
+}
 
+/** Sends `send`'s request, held once reserved; resolves when it is held, with its answer's promise. */
+async function sendHeld(send: () => Promise<Res>) {
 	holdNext = true;
-	const first = new Promise<void>(resolve => (reserved = resolve)).then(() => undefined);
-	const slow = send();
-	await first;
+	const held = new Promise<void>(resolve => (reserved = resolve)).then(() => undefined);
+	const answer = send();
+	await held;
+	return { answer };
+}
+
+/**
+ * Two requests with one key: the first is held once reserved, the second (the retry) runs to its
+ * end. Then `beforeFirstGoesOn` runs, the first request goes on, and its answer, the customer's
+ * orders and the stock are returned.
+ */
+async function sameKeyPair(n: number, quantity: number, beforeFirstGoesOn: () => Promise<void> | void) {
+	const client = await sameKeyClient(n, quantity);
+	const { answer } = await sendHeld(client.send);
 	// The reservation is held and young: the retry finds it and places the order on it.
-	const retry = await send();
+	const retry = await client.send();
 	expect(retry.status).toBe(201);
 	await beforeFirstGoesOn();
 	open();
-	const late = await slow;
-	const orders = (await http(base, "GET", "/api/orders", { token: customer })).body.rows as Array<{ id: string }>;
-	const stock = (await http(base, "GET", `/api/products/${product.id}`)).body.stock as number;
-	return { retry, late, orders, stock };
+	const late = await answer;
+	return { retry, late, orders: await client.orders(), stock: await client.stock() };
 }
 
 it("answers the order placed by a concurrent request with the same key, and keeps its stock, when its own reservation answer came too late", async () => {
@@ -103,4 +114,20 @@ it("answers the order a concurrent request with the same key placed, and keeps i
 	expect(late.body.id).toBe(retry.body.id);
 	expect(orders).toHaveLength(1);
 	expect(stock).toBe(6);
+});
+
+it("places the client's retry on the reservation a request left held when its answer came too late", async () => {
+	// No concurrent request this time: the first one learns its reservation expired and answers 503,
+	// leaving the stock held for the sweeper (it cannot tell that no same-key request placed on it).
+	const client = await sameKeyClient(3, 2);
+	const { answer } = await sendHeld(client.send);
+	await sleep(TTL_MS + 100);
+	open();
+	expect((await answer).status).toBe(503);
+	expect(await client.stock()).toBe(8);
+	// The client retries with its key (the sweeper is off here, so nothing releases the stock): the
+	// reservation is held again for the retry, which places the order on it and takes nothing more.
+	expect((await client.send()).status).toBe(201);
+	expect(await client.orders()).toHaveLength(1);
+	expect(await client.stock()).toBe(8);
 });
