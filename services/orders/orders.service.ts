@@ -115,9 +115,11 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 				const orderId = key ? orderIdFor(user.id, key) : randomUUID();
 				// Idempotent by order id in products: a retry, a timeout or a second request with the
 				// same key reaches the same reservation and takes no more stock.
-				const reservation = await ctx.call<Reservation, unknown>("products.reserve", { orderId, items });
+				const reserve = () => ctx.call<Reservation, unknown>("products.reserve", { orderId, items });
+				const expired = (r: Reservation) => Date.parse(r.expiresAt) <= Date.now();
+				let reservation = await reserve();
 				faultPoint("orders.after-reserve");
-				if (Date.parse(reservation.expiresAt) <= Date.now()) {
+				if (expired(reservation)) {
 					// Too late: the sweeper may already give this stock back. Do not commit on it.
 					if (key) {
 						// A request with the same key shares this order id and reservation (a client that
@@ -125,10 +127,16 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 						// it while this one waited. Then that order is the answer, and its stock stays.
 						const winner = await this.findByKey(user.id, key);
 						if (winner) return this.replay(ctx, winner, hash);
-						// Not released here, where it could still be that order's: the sweeper gives it
-						// back once orders says no order holds it.
-					} else await this.release(ctx, orderId);
-					throw new ServiceUnavailableError("The stock reservation expired, try again");
+					}
+					// Asked once more: a reservation still held is held again (products renews it and
+					// takes nothing); one the sweeper released meanwhile is taken afresh.
+					reservation = await reserve();
+					if (expired(reservation)) {
+						// With a key it is not released here, where it could still be a same-key order's:
+						// the sweeper gives it back once orders says no order holds it.
+						if (!key) await this.release(ctx, orderId);
+						throw new ServiceUnavailableError("The stock reservation expired, try again");
+					}
 				}
 				let priced: ReturnType<typeof priceOrder>;
 				try {
