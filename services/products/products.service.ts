@@ -355,10 +355,7 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 		this.reservations = new Reservations(this.sequelize, this.model, fn => this.transaction(fn));
 		if (this.dbDialect() === "postgres") {
 			this.searchStats = new SearchStats(
-				async () => {
-					const [rows] = await this.sequelize.query(COLUMN_STATS_SQL, { replacements: { table: "products", column: SEARCH_COLUMN } });
-					return rows[0] as ColumnStats | undefined;
-				},
+				async () => (await this.sql<ColumnStats>(COLUMN_STATS_SQL, ["products", SEARCH_COLUMN])).rows[0],
 				undefined,
 				err => this.logger.warn(`Search statistics not read: ${(err as Error).message}`),
 			);

@@ -83,10 +83,10 @@ export function sampleFromStats(stats: ColumnStats | undefined): SearchSample[] 
 	return sample.length ? sample : undefined;
 }
 
-/** The statement that reads the sample of `column` of `table` in the connection's schema. */
+/** The statement that reads the sample of column $2 of table $1 in the connection's schema. */
 export const COLUMN_STATS_SQL =
 	"SELECT null_frac, most_common_vals::text::text[] AS mcv, most_common_freqs AS mcf, histogram_bounds::text::text[] AS hist " +
-	"FROM pg_stats WHERE schemaname = current_schema() AND tablename = :table AND attname = :column";
+	"FROM pg_stats WHERE schemaname = current_schema() AND tablename = $1 AND attname = $2";
 
 /**
  * The sample, read again in the background when older than `ttlMs`: a search never waits for it,
