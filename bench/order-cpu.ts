@@ -9,6 +9,7 @@
  *
  *   N=200 C=1 npx ts-node --transpile-only bench/order-cpu.ts
  *   DB=pg N=300 C=10 npx ts-node --transpile-only bench/order-cpu.ts
+ *   STATEMENTS=1 N=300 C=10 npx ts-node --transpile-only bench/order-cpu.ts   # and which statements
  */
 import { Client } from "pg";
 import sqlite3 from "sqlite3";
@@ -19,17 +20,23 @@ import { waitFor } from "../test/support/wait";
 const SERVICES = ["users", "products", "orders", "notifications"];
 
 /** Counts the statements sent by both drivers (every Sequelize query ends in one of these). */
-function countStatements(): { count: number } {
-	const counter = { count: 0 };
+function countStatements(): { count: number; texts: Map<string, number> } {
+	const counter = { count: 0, texts: new Map<string, number>() };
 	const wrap = (proto: Record<string, unknown>, name: string) => {
 		const original = proto[name] as (...a: unknown[]) => unknown;
-		proto[name] = function (this: unknown, ...args: unknown[]) {
+		proto[name] = function (this: { sql?: string }, ...args: unknown[]) {
 			counter.count++;
+			if (process.env.STATEMENTS) {
+				const text = String(this.sql ?? (typeof args[0] === "string" ? args[0] : (args[0] as { text?: string })?.text)).replace(/\s+/g, " ").slice(0, 110);
+				counter.texts.set(text, (counter.texts.get(text) ?? 0) + 1);
+			}
 			return original.apply(this, args);
 		};
 	};
 	wrap(Client.prototype as unknown as Record<string, unknown>, "query");
-	for (const m of ["all", "run", "get", "exec"]) wrap(sqlite3.Database.prototype as unknown as Record<string, unknown>, m);
+	// Database#all/run/get go through a Statement of their own; lib/sql runs its prepared ones.
+	for (const m of ["all", "run", "get", "each"]) wrap(sqlite3.Statement.prototype as unknown as Record<string, unknown>, m);
+	wrap(sqlite3.Database.prototype as unknown as Record<string, unknown>, "exec");
 	return counter;
 }
 
@@ -62,6 +69,7 @@ async function main(): Promise<void> {
 		const c = Number(process.env.C ?? 1);
 		await waitFor("the registration's notification", async () => (await b.call<{ total: number }, object>("notifications.list", { pageSize: 1 }, { meta })).total >= 1, 30_000, 100);
 		const s0 = statements.count;
+		statements.texts.clear();
 		const cpu0 = process.cpuUsage();
 		const t0 = Date.now();
 		for (let i = 0; i < n; i += c)
@@ -75,6 +83,10 @@ async function main(): Promise<void> {
 		console.log(
 			`${process.env.DB === "pg" ? "PostgreSQL" : "SQLite"} C=${c}: ${n} orders in ${Date.now() - t0} ms, ${((cpu1.user + cpu1.system) / n / 1000).toFixed(2)} ms CPU and ${((s1 - s0) / n).toFixed(1)} statements per order up to its commit`,
 		);
+		// STATEMENTS=1: which statements, and how many of each an order (up to its commit).
+		if (process.env.STATEMENTS)
+			for (const [text, count] of [...statements.texts].sort((a, b) => b[1] - a[1]).filter(([, count]) => count >= n / 10))
+				console.log(`  ${(count / n).toFixed(2)}  ${text}`);
 		const cpu2 = process.cpuUsage();
 		await waitFor("every order's notification", async () => (await b.call<{ total: number }, object>("notifications.list", { pageSize: 1 }, { meta })).total >= n + 1, 120_000, 200);
 		const cpu3 = process.cpuUsage(cpu2);

@@ -27,10 +27,14 @@ export interface SqlResult<R> {
 interface PgClient {
 	query(text: string, values: unknown[]): Promise<{ rows: unknown[]; rowCount: number | null }>;
 }
+interface SqliteStatement {
+	all(params: unknown[], cb: (err: Error | null, rows: unknown[]) => void): void;
+	run(params: unknown[], cb: (this: { changes: number }, err: Error | null) => void): void;
+	finalize(cb?: () => void): void;
+}
 interface SqliteDb {
-	all(sql: string, params: unknown[], cb: (err: Error | null, rows: unknown[]) => void): void;
-	run(sql: string, params: unknown[], cb: (this: { changes: number }, err: Error | null) => void): void;
-	serialize(queue: () => void): void;
+	prepare(sql: string, cb: (err: Error | null) => void): SqliteStatement;
+	close(cb?: (err: Error | null) => void): void;
 }
 interface ConnectionManager {
 	getConnection(options: object): Promise<unknown>;
@@ -111,18 +115,77 @@ async function onPostgres<R>(client: PgClient, text: string, params: unknown[]):
 	return { rows: result.rows as R[], count: result.rowCount ?? result.rows.length };
 }
 
+/**
+ * SQLite: each connection's statements, prepared once. `db.run(sql)` and `db.all(sql)` prepare a
+ * new statement, run it and finalize it, three trips through libuv's thread pool for each; a
+ * prepared statement runs in one (bound afresh, stepped to its end under the connection's mutex,
+ * so callers on one connection never see each other's half-run statements). A statement whose
+ * run failed is finalized and prepared again next time; the connection's `close` first
+ * finalizes them all (SQLite will not close a connection with statements open).
+ */
+interface Prepared {
+	statement: SqliteStatement;
+	/** The calls waiting on the statement: sqlite3 drops them without a word when it fails to prepare. */
+	waiting: Set<(err: Error) => void>;
+}
+const preparedBy = new WeakMap<SqliteDb, Map<string, Prepared>>();
+
+function preparedOn(db: SqliteDb, sql: string): Prepared {
+	let statements = preparedBy.get(db);
+	if (!statements) {
+		const all = new Map<string, Prepared>();
+		statements = all;
+		preparedBy.set(db, all);
+		const close = db.close.bind(db);
+		db.close = (cb?: (err: Error | null) => void) => {
+			const open = [...all.values()];
+			all.clear();
+			void Promise.all(open.map(p => new Promise<void>(resolve => p.statement.finalize(() => resolve())))).then(() => close(cb));
+		};
+	}
+	const known = statements.get(sql);
+	if (known) return known;
+	const waiting = new Set<(err: Error) => void>();
+	// Database#prepare calls back only with an error (the statement is then finalized).
+	const statement = db.prepare(sql, err => {
+		if (!err) return;
+		if (statements.get(sql)?.statement === statement) statements.delete(sql);
+		for (const fail of waiting) fail(err);
+		waiting.clear();
+	});
+	const entry = { statement, waiting };
+	statements.set(sql, entry);
+	return entry;
+}
+
 function onSqlite<R>(db: SqliteDb, text: string, params: unknown[]): Promise<SqlResult<R>> {
 	const values = params.map(v => (v instanceof Date ? sqliteTime(v) : v));
 	const { text: sql, returnsRows } = sqliteStatement(text);
-	// In serialized mode, as Sequelize queues them: statements on one connection run one after another
-	// (in sqlite3's default parallel mode, several would hold locks at once and stall a commit).
-	return new Promise((resolve, reject) => db.serialize(() => {
-		if (returnsRows) db.all(sql, values, (err, rows) => (err ? reject(err) : resolve({ rows: rows as R[], count: rows.length })));
-		else db.run(sql, values, function (err) {
-				if (err) reject(err);
-				else resolve({ rows: [], count: this.changes });
+	const entry = preparedOn(db, sql);
+	return new Promise((resolve, reject) => {
+		entry.waiting.add(reject);
+		const failed = (err: Error) => {
+			entry.waiting.delete(reject);
+			const statements = preparedBy.get(db);
+			if (statements?.get(sql) === entry) {
+				statements.delete(sql);
+				entry.statement.finalize(() => undefined);
+			}
+			reject(err);
+		};
+		if (returnsRows)
+			entry.statement.all(values, (err, rows) => {
+				if (err) return failed(err);
+				entry.waiting.delete(reject);
+				resolve({ rows: rows as R[], count: rows.length });
 			});
-	}));
+		else
+			entry.statement.run(values, function (err) {
+				if (err) return failed(err);
+				entry.waiting.delete(reject);
+				resolve({ rows: [], count: this.changes });
+			});
+	});
 }
 
 function asSequelizeError(err: Error & { code?: string; sql?: string; parameters?: unknown }, text: string, params: unknown[]): Error {

@@ -3,6 +3,7 @@
  * (the errors it throws, the text it stores for a time). PostgreSQL takes `$n` and Dates natively.
  */
 import { DataTypes, UniqueConstraintError, type Sequelize } from "sequelize";
+import sqlite3 from "sqlite3";
 import { createSequelize, isConnectionError } from "../../mixins/db.mixin";
 import { runSql, runTransaction } from "../../lib/sql";
 import { tempDir } from "../support/broker";
@@ -96,6 +97,55 @@ describe("runTransaction", () => {
 		}).catch(() => undefined);
 		expect(seen).toEqual(["committed"]);
 		expect(await ids()).toEqual(["tx-a", "tx-after", "tx-b", "tx-hook"]);
+	});
+});
+
+describe("prepared statements (SQLite)", () => {
+	afterEach(() => jest.restoreAllMocks());
+
+	it("prepares a statement once per connection and runs it again bound afresh", async () => {
+		const prepare = jest.spyOn(sqlite3.Database.prototype, "prepare");
+		await runSql(db, "INSERT INTO things (id, n) VALUES ($1, $2)", ["p-1", 1]);
+		await runSql(db, "INSERT INTO things (id, n) VALUES ($1, $2)", ["p-2", 2]);
+		const text = "SELECT id FROM things WHERE id LIKE 'p-%' AND n >= $1 ORDER BY id";
+		expect((await runSql<{ id: string }>(db, text, [1])).rows.map(r => r.id)).toEqual(["p-1", "p-2"]);
+		expect((await runSql<{ id: string }>(db, text, [2])).rows.map(r => r.id)).toEqual(["p-2"]);
+		expect((await runSql<{ id: string }>(db, text, [3])).rows).toEqual([]);
+		const texts = prepare.mock.calls.map(c => c[0]);
+		expect(texts.filter(t => t.startsWith("INSERT INTO things (id, n)"))).toHaveLength(1);
+		expect(texts.filter(t => t.startsWith("SELECT id FROM things WHERE id LIKE 'p-%'"))).toHaveLength(1);
+	});
+
+	it("answers a statement that cannot be prepared with SQLite's error, and prepares it again once it can", async () => {
+		const text = "SELECT id FROM later_things WHERE id = $1";
+		const calls = [runSql(db, text, ["a"]), runSql(db, text, ["b"])];
+		for (const call of calls) await expect(call).rejects.toThrow(/no such table: later_things/);
+		await runSql(db, "CREATE TABLE later_things (id TEXT PRIMARY KEY)", []);
+		await runSql(db, "INSERT INTO later_things (id) VALUES ($1)", ["a"]);
+		expect((await runSql(db, text, ["a"])).rows).toEqual([{ id: "a" }]);
+	});
+
+	it("runs a statement again after a run of it failed", async () => {
+		const text = "INSERT INTO things (id, n) VALUES ($1, $2)";
+		await runSql(db, text, ["again-1", 1]);
+		await expect(runSql(db, text, ["again-1", 2])).rejects.toBeInstanceOf(UniqueConstraintError);
+		await runSql(db, text, ["again-2", 3]);
+		const { rows } = await runSql<{ id: string; n: number }>(db, "SELECT id, n FROM things WHERE id LIKE 'again-%' ORDER BY id", []);
+		expect(rows).toEqual([
+			{ id: "again-1", n: 1 },
+			{ id: "again-2", n: 3 },
+		]);
+	});
+
+	it("closes connections that hold prepared statements", async () => {
+		const other = createSequelize(`sqlite:${tmp.dir}/close.sqlite`);
+		await runSql(other, "CREATE TABLE t (id INTEGER PRIMARY KEY)", []);
+		await runTransaction(other, t => runSql(other, "INSERT INTO t (id) VALUES ($1)", [1], t));
+		expect((await runSql(other, "SELECT id FROM t WHERE id = $1", [1])).rows).toEqual([{ id: 1 }]);
+		const connections = Object.values((other.connectionManager as unknown as { connections: Record<string, { open: boolean }> }).connections);
+		expect(connections).toHaveLength(2);
+		await other.close();
+		expect(connections.map(c => c.open)).toEqual([false, false]);
 	});
 });
 
