@@ -217,16 +217,19 @@ const ApiService: ServiceSchema<ApiSettings> = {
 				use: [requireJsonBody],
 				callOptions: { timeout: config.requestTimeoutMs },
 
-				async onBeforeCall(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req) {
+				// Not async, as authenticate and authorize: moleculer-web awaits each hook, and a read
+				// needs none of them to wait for anything.
+				onBeforeCall(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req): Promise<void> | undefined {
 					// No database stores a NUL in text (PostgreSQL refuses it, a 500 the fuzzer found):
 					// refused here for every route, naming the field.
 					const nul = nulField((req as { $params?: unknown }).$params, "");
 					if (nul !== undefined) throw new ValidationFailedError([{ field: nul || "body", message: "Text must not contain a NUL character." }]);
-					if (req.$action?.name === "users.login") await this.checkLoginRate(req);
 					if (req.$action?.name === "orders.create") {
 						const key = req.headers["idempotency-key"];
 						if (key !== undefined) ctx.meta.idempotencyKey = Array.isArray(key) ? key.join(",") : key;
 					}
+					if (req.$action?.name === "users.login") return this.checkLoginRate(req);
+					return undefined;
 				},
 
 				onAfterCall(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req, res: ServerResponse, data: unknown) {
@@ -301,7 +304,7 @@ const ApiService: ServiceSchema<ApiSettings> = {
 		 * Bearer token → the user it names, through users.resolveToken (or this node's memory of its
 		 * recent answers, token-cache.ts); no token → anonymous.
 		 */
-		async authenticate(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req): Promise<AuthUser | null> {
+		authenticate(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req): AuthUser | null | Promise<AuthUser | null> {
 			const header = req.headers.authorization;
 			if (!header) return null;
 			const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -324,7 +327,7 @@ const ApiService: ServiceSchema<ApiSettings> = {
 		},
 
 		/** The access rule of the route table: public, any user, or admins only. */
-		async authorize(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req): Promise<void> {
+		authorize(this: ApiThis, ctx: Context<unknown, GatewayMeta>, _route: unknown, req: Req): void {
 			const spec = req.$action ? ROUTE_BY_ACTION.get(req.$action.name) : undefined;
 			const access = spec?.access ?? "admin";
 			if (access === "public") return;
