@@ -28,6 +28,10 @@ export interface Product {
 	updatedAt: string;
 }
 
+/** The columns of a product as its fields, for the statements the service writes itself (lib/sql). */
+export const PRODUCT_COLUMNS =
+	'id, sku, name, description, category, price_cents AS "priceCents", currency, stock, created_at AS "createdAt", updated_at AS "updatedAt"';
+
 export const ProductModel: ModelDefinition = {
 	name: "product",
 	define: {

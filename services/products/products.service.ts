@@ -14,7 +14,7 @@ import { MAX_INT, orderLinesParam, pageParams } from "../../lib/params";
 import { consumer } from "../../lib/channels";
 import type { OrderCancelled, OrderCreated } from "../../lib/events";
 import { migrations } from "./migrations";
-import { ProductModel, SEARCH_COLUMN, SEARCH_SEPARATOR, searchSortKey, type Product, type ProductRow } from "./model";
+import { PRODUCT_COLUMNS, ProductModel, SEARCH_COLUMN, SEARCH_SEPARATOR, searchSortKey, type Product, type ProductRow } from "./model";
 import { Reservations, type Reservation, type RequestedLine } from "./reservations";
 import { COLUMN_STATS_SQL, SearchStats, indexWord, type ColumnStats } from "./search";
 
@@ -305,9 +305,10 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 			};
 		},
 
+		/** Every cache miss and uncached read: one statement on the driver (lib/sql), not a model query. */
 		async findProduct(this: ProductsThis, id: number): Promise<Product | null> {
-			const row = await this.model.findByPk(id);
-			return row ? this.toProduct(row) : null;
+			const { rows } = await this.sql<ProductRow>(`SELECT ${PRODUCT_COLUMNS} FROM products WHERE id = $1`, [id]);
+			return rows.length > 0 ? this.toProduct(rows[0]) : null;
 		},
 
 		async listProducts(this: ProductsThis, params: ListParams): Promise<ListResult<Product>> {
