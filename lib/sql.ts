@@ -121,8 +121,12 @@ async function onPostgres<R>(client: PgClient, text: string, params: unknown[]):
  * prepared statement runs in one (bound afresh, stepped to its end under the connection's mutex,
  * so callers on one connection never see each other's half-run statements). A statement whose
  * run failed is finalized and prepared again next time; the connection's `close` first
- * finalizes them all (SQLite will not close a connection with statements open).
+ * finalizes them all (SQLite will not close a connection with statements open). A connection
+ * keeps at most PREPARED_KEPT (texts that vary, as the outbox's `IN ($2, $3…)` by batch size,
+ * could otherwise pile up): the oldest is finalized, after the calls queued on it.
  */
+const PREPARED_KEPT = 200;
+
 interface Prepared {
 	statement: SqliteStatement;
 	/** The calls waiting on the statement: sqlite3 drops them without a word when it fails to prepare. */
@@ -155,6 +159,12 @@ function preparedOn(db: SqliteDb, sql: string): Prepared {
 	});
 	const entry = { statement, waiting };
 	statements.set(sql, entry);
+	if (statements.size > PREPARED_KEPT) {
+		const [oldest, { statement: evicted }] = statements.entries().next().value!;
+		statements.delete(oldest);
+		// sqlite3 runs a finalize after the calls already queued on the statement.
+		evicted.finalize(() => undefined);
+	}
 	return entry;
 }
 

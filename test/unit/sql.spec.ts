@@ -137,6 +137,21 @@ describe("prepared statements (SQLite)", () => {
 		]);
 	});
 
+	it("keeps a bounded number of statements a connection, finalizing the oldest after its queued calls", async () => {
+		const other = createSequelize(`sqlite:${tmp.dir}/bounded.sqlite`);
+		const prepare = jest.spyOn(sqlite3.Database.prototype, "prepare");
+		const first = "SELECT $1 + 0 AS n";
+		expect((await runSql(other, first, [1])).rows).toEqual([{ n: 1 }]);
+		for (let i = 1; i < 200; i++) expect((await runSql(other, `SELECT $1 + ${i} AS n`, [0])).rows).toEqual([{ n: i }]);
+		// The 200th other text pushes the first out while a call of it is queued on it.
+		const [queued, last] = await Promise.all([runSql(other, first, [2]), runSql(other, "SELECT $1 + 200 AS n", [0])]);
+		expect(queued.rows).toEqual([{ n: 2 }]);
+		expect(last.rows).toEqual([{ n: 200 }]);
+		expect((await runSql(other, first, [3])).rows).toEqual([{ n: 3 }]);
+		expect(prepare.mock.calls.filter(c => c[0] === "SELECT ?1 + 0 AS n")).toHaveLength(2);
+		await other.close();
+	});
+
 	it("closes connections that hold prepared statements", async () => {
 		const other = createSequelize(`sqlite:${tmp.dir}/close.sqlite`);
 		await runSql(other, "CREATE TABLE t (id INTEGER PRIMARY KEY)", []);
