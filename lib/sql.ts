@@ -46,14 +46,20 @@ interface ConnectionManager {
 /** SQLite: the one connection of a process's transactions (queued, one at a time), kept open. */
 const SQLITE_TRANSACTIONS = "transactions";
 
-/** Per statement text: SQLite's text, whether it answers rows, whether it writes (anything but a SELECT). */
+/**
+ * Per statement text: SQLite's text, whether it may answer rows, whether it writes (anything but a
+ * SELECT). One that may answer rows runs with `all`, to its end: `run` steps once, so it would
+ * answer none of them, and a prepared statement left at its first row stays open (its read with
+ * it) until it next runs.
+ */
 const sqliteText = new Map<string, { text: string; returnsRows: boolean; writes: boolean }>();
 
 function sqliteStatement(text: string): { text: string; returnsRows: boolean; writes: boolean } {
 	let statement = sqliteText.get(text);
 	if (!statement) {
 		const select = /^\s*SELECT\b/i.test(text);
-		statement = { text: text.replace(/\$(\d+)/g, "?$1"), returnsRows: select || /\bRETURNING\b/i.test(text), writes: !select };
+		const returnsRows = select || /^\s*(WITH|VALUES|PRAGMA|EXPLAIN)\b/i.test(text) || /\bRETURNING\b/i.test(text);
+		statement = { text: text.replace(/\$(\d+)/g, "?$1"), returnsRows, writes: !select };
 		sqliteText.set(text, statement);
 	}
 	return statement;

@@ -137,6 +137,13 @@ describe("prepared statements (SQLite)", () => {
 		]);
 	});
 
+	it("runs a statement that reads without starting with SELECT to its end, answering its rows", async () => {
+		await runSql(db, "INSERT INTO things (id, n) VALUES ($1, $2)", ["with-1", 41]);
+		const text = "WITH found AS (SELECT n FROM things WHERE id = $1) SELECT n + 1 AS n FROM found";
+		expect((await runSql(db, text, ["with-1"])).rows).toEqual([{ n: 42 }]);
+		expect((await runSql(db, "PRAGMA foreign_keys", [])).rows).toEqual([{ foreign_keys: 1 }]);
+	});
+
 	it("keeps a bounded number of statements a connection, finalizing the oldest after its queued calls", async () => {
 		const other = createSequelize(`sqlite:${tmp.dir}/bounded.sqlite`);
 		const prepare = jest.spyOn(sqlite3.Database.prototype, "prepare");
