@@ -9,7 +9,7 @@
  *
  *   N=200 C=1 npx ts-node --transpile-only bench/order-cpu.ts
  *   DB=pg N=300 C=10 npx ts-node --transpile-only bench/order-cpu.ts
- *   STATEMENTS=1 N=300 C=10 npx ts-node --transpile-only bench/order-cpu.ts   # and which statements
+ *   STATEMENTS=1 N=300 C=10 npx ts-node --transpile-only bench/order-cpu.ts   # and which statements, by text
  */
 import { Client } from "pg";
 import sqlite3 from "sqlite3";
