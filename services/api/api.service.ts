@@ -153,7 +153,8 @@ const ApiService: ServiceSchema<ApiSettings> = {
 
 		// Per-request logs cost 40% of the cached-read throughput at `info`: debug only. Off, not
 		// "debug", below it: moleculer-web formats each line (kleur colours, the alias) before it
-		// hands it to a logger that drops it.
+		// hands it to a logger that drops it. The routes' `logging` goes with them: with it on,
+		// moleculer-web times and colours every response even when no line is written.
 		logRequest: REQUEST_LOGS,
 		logResponse: REQUEST_LOGS,
 		logRequestParams: null,
@@ -172,6 +173,7 @@ const ApiService: ServiceSchema<ApiSettings> = {
 			{
 				name: "operations",
 				path: "/",
+				logging: REQUEST_LOGS !== null,
 				mappingPolicy: "restrict",
 				authentication: false,
 				authorization: false,
@@ -205,6 +207,7 @@ const ApiService: ServiceSchema<ApiSettings> = {
 			{
 				name: "api",
 				path: "/api",
+				logging: REQUEST_LOGS !== null,
 				mappingPolicy: "restrict",
 				autoAliases: false,
 				authentication: true,
