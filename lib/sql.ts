@@ -137,6 +137,8 @@ interface Prepared {
 	statement: SqliteStatement;
 	/** The calls waiting on the statement: sqlite3 drops them without a word when it fails to prepare. */
 	waiting: Set<(err: Error) => void>;
+	/** Out of its connection's statements (if still there), finalized unless sqlite3 has done it. */
+	forget(finalize: boolean): void;
 }
 const preparedBy = new WeakMap<SqliteDb, Map<string, Prepared>>();
 
@@ -155,22 +157,25 @@ function preparedOn(db: SqliteDb, sql: string): Prepared {
 	}
 	const known = statements.get(sql);
 	if (known) return known;
-	const waiting = new Set<(err: Error) => void>();
-	// Database#prepare calls back only with an error (the statement is then finalized).
-	const statement = db.prepare(sql, err => {
-		if (!err) return;
-		if (statements.get(sql)?.statement === statement) statements.delete(sql);
-		for (const fail of waiting) fail(err);
-		waiting.clear();
-	});
-	const entry = { statement, waiting };
+	const mine = statements;
+	const entry: Prepared = {
+		// Database#prepare calls back only with an error (the statement is then finalized).
+		statement: db.prepare(sql, err => {
+			if (!err) return;
+			entry.forget(false);
+			for (const fail of entry.waiting) fail(err);
+			entry.waiting.clear();
+		}),
+		waiting: new Set(),
+		forget(finalize) {
+			if (mine.get(sql) !== entry) return;
+			mine.delete(sql);
+			if (finalize) entry.statement.finalize(() => undefined);
+		},
+	};
 	statements.set(sql, entry);
-	if (statements.size > PREPARED_KEPT) {
-		const [oldest, { statement: evicted }] = statements.entries().next().value!;
-		statements.delete(oldest);
-		// sqlite3 runs a finalize after the calls already queued on the statement.
-		evicted.finalize(() => undefined);
-	}
+	// The oldest goes; sqlite3 runs its finalize after the calls already queued on it.
+	if (statements.size > PREPARED_KEPT) statements.values().next().value!.forget(true);
 	return entry;
 }
 
@@ -180,26 +185,16 @@ function onSqlite<R>(db: SqliteDb, text: string, params: unknown[]): Promise<Sql
 	const entry = preparedOn(db, sql);
 	return new Promise((resolve, reject) => {
 		entry.waiting.add(reject);
-		const failed = (err: Error) => {
+		const settle = (err: Error | null, result: () => SqlResult<R>) => {
 			entry.waiting.delete(reject);
-			const statements = preparedBy.get(db);
-			if (statements?.get(sql) === entry) {
-				statements.delete(sql);
-				entry.statement.finalize(() => undefined);
-			}
+			if (!err) return resolve(result());
+			entry.forget(true);
 			reject(err);
 		};
-		if (returnsRows)
-			entry.statement.all(values, (err, rows) => {
-				if (err) return failed(err);
-				entry.waiting.delete(reject);
-				resolve({ rows: rows as R[], count: rows.length });
-			});
+		if (returnsRows) entry.statement.all(values, (err, rows) => settle(err, () => ({ rows: rows as R[], count: rows.length })));
 		else
 			entry.statement.run(values, function (err) {
-				if (err) return failed(err);
-				entry.waiting.delete(reject);
-				resolve({ rows: [], count: this.changes });
+				settle(err, () => ({ rows: [], count: this.changes }));
 			});
 	});
 }
