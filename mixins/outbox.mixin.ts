@@ -267,13 +267,13 @@ async function publishAndMark(svc: OutboxThis, send: SendToChannel, rows: Outbox
 		const r = results[i];
 		return r.status === "rejected" ? [{ id: row.event_id, error: String((r.reason as Error)?.message ?? r.reason) }] : [];
 	});
-	// One statement for the batch: $2… are its ids.
-	if (sent.length > 0)
-		await svc.sql(
-			`UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE event_id IN (${sent.map((_, i) => `$${i + 2}`).join(", ")})`,
-			[new Date(), ...sent],
-			t,
-		);
+	// One statement for the batch: on PostgreSQL one text whatever its size (prepared once, lib/sql),
+	// on SQLite (no arrays) $2… are its ids.
+	if (sent.length > 0) {
+		const mark = "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE event_id";
+		if (svc.dbDialect() === "postgres") await svc.sql(`${mark} = ANY($2)`, [new Date(), sent], t);
+		else await svc.sql(`${mark} IN (${sent.map((_, i) => `$${i + 2}`).join(", ")})`, [new Date(), ...sent], t);
+	}
 	for (const f of failed)
 		await svc.sql("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE event_id = $1", [f.id, f.error.slice(0, 1000)], t);
 	if (failed.length > 0) svc.logger.warn(`${failed.length} outbox event(s) not confirmed, kept for the next round: ${failed[0].error}`);
