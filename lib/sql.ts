@@ -25,7 +25,8 @@ export interface SqlResult<R> {
 }
 
 interface PgClient {
-	query(query: { name?: string; text: string; values: unknown[] }): Promise<{ rows: unknown[]; rowCount: number | null }>;
+	query(query: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[]; rowCount: number | null }>;
+	query(text: string, values: unknown[]): Promise<{ rows: unknown[]; rowCount: number | null }>;
 }
 interface SqliteStatement {
 	all(params: unknown[], cb: (err: Error | null, rows: unknown[]) => void): void;
@@ -140,7 +141,9 @@ function pgName(text: string): string | undefined {
 }
 
 async function onPostgres<R>(client: PgClient, text: string, params: unknown[]): Promise<SqlResult<R>> {
-	const result = await client.query({ name: params.length > 0 ? pgName(text) : undefined, text, values: params });
+	// pg copies a query given as an object (Object.defineProperties, about 1 µs), not one given as text.
+	const name = params.length > 0 ? pgName(text) : undefined;
+	const result = await (name ? client.query({ name, text, values: params }) : client.query(text, params));
 	return { rows: result.rows as R[], count: result.rowCount ?? result.rows.length };
 }
 
