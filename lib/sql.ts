@@ -71,24 +71,174 @@ function sqliteTime(date: Date): string {
 	return `${date.toISOString().slice(0, 23).replace("T", " ")} +00:00`;
 }
 
-const sqliteWrites = new WeakMap<Sequelize, Promise<unknown>>();
+/** A write waiting for its turn: one statement outside a transaction, or a transaction's work. */
+type SqliteWrite = { kind: "statement"; text: string; params: unknown[] } | { kind: "transaction"; fn: (t: Transaction) => Promise<unknown> };
+interface QueuedWrite {
+	write: SqliteWrite;
+	resolve(value: unknown): void;
+	reject(err: unknown): void;
+}
+interface WriteQueue {
+	waiting: QueuedWrite[];
+	draining: boolean;
+}
+const sqliteWrites = new WeakMap<Sequelize, WriteQueue>();
+
+/** At most this many waiting writes share one commit. */
+const GROUP_COMMIT_MAX = 64;
 
 /**
- * SQLite: runs `fn` after every earlier write of this process on the same database has settled.
+ * SQLite: runs `write` after every earlier write of this process on the same database has settled.
  * SQLite has one writer at a time, and a writer that finds the file locked sleeps in back-offs of
  * up to 100 ms before it tries again: against a steady stream of transactions a single statement
  * from elsewhere (the outbox relay marking its batch sent, a consumer's update) could wait for
  * seconds, losing to whoever came later. In this queue every write of the process, a transaction
  * (runTransaction) or one statement outside one (runSql), takes its turn in arrival order.
+ *
+ * Writes that waited together commit together (group commit, runGroup): each COMMIT waits for the
+ * disk (`synchronous=FULL`), and with the queue full that wait was most of a write's turn. Each
+ * caller is still answered only once its own write has committed.
  */
-function queueSqliteWrite<T>(sequelize: Sequelize, fn: () => Promise<T>): Promise<T> {
-	const previous = sqliteWrites.get(sequelize) ?? Promise.resolve();
-	const run = previous.then(fn, fn);
-	sqliteWrites.set(
-		sequelize,
-		run.catch(() => undefined),
-	);
-	return run;
+function queueSqliteWrite<T>(sequelize: Sequelize, write: SqliteWrite): Promise<T> {
+	let queue = sqliteWrites.get(sequelize);
+	if (!queue) {
+		queue = { waiting: [], draining: false };
+		sqliteWrites.set(sequelize, queue);
+	}
+	const mine = queue;
+	return new Promise<T>((resolve, reject) => {
+		mine.waiting.push({ write, resolve: resolve as (value: unknown) => void, reject });
+		if (!mine.draining) void drain(sequelize, mine);
+	});
+}
+
+async function drain(sequelize: Sequelize, queue: WriteQueue): Promise<void> {
+	queue.draining = true;
+	try {
+		while (queue.waiting.length > 0) {
+			const group = queue.waiting.splice(0, GROUP_COMMIT_MAX);
+			if (group.length === 1) await runAlone(sequelize, group[0]);
+			else await runGroup(sequelize, queue, group);
+		}
+	} finally {
+		queue.draining = false;
+	}
+}
+
+/** A write that waited alone: a statement on its own (autocommit), or its own transaction. */
+async function runAlone(sequelize: Sequelize, queued: QueuedWrite): Promise<void> {
+	const { write } = queued;
+	try {
+		queued.resolve(write.kind === "statement" ? await execute(sequelize, write.text, write.params) : await transaction(sequelize, false, write.fn));
+	} catch (err) {
+		queued.reject(err);
+	}
+}
+
+/**
+ * SQLite's errors after which a transaction may have been rolled back already (sqlite.org/lang_transaction.html
+ * names FULL, IOERR, BUSY and NOMEM; the rest here are as bad). After any other error of a
+ * statement, SQLite has undone that statement alone and the transaction goes on.
+ */
+const MAY_END_TRANSACTION = new Set(["SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_NOMEM", "SQLITE_INTERRUPT", "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_LOCKED", "SQLITE_MISUSE", "SQLITE_ABORT"]);
+
+/** SQLite's result code of an error, wrapped by asSequelizeError or not. */
+function sqliteCode(err: unknown): string {
+	const e = err as { code?: string; parent?: { code?: string } };
+	return String(e.parent?.code ?? e.code ?? "");
+}
+
+/**
+ * Writes that waited together, in one transaction and one COMMIT. A transaction's work runs under
+ * a savepoint: when it throws, its own changes are rolled back and only its caller gets the error.
+ * A statement that fails undoes itself alone (SQLite's statement journal), unless its error may
+ * have ended the transaction (MAY_END_TRANSACTION): that, or a savepoint that cannot be rolled back to, leaves the transaction in doubt: it is
+ * rolled back, the connection destroyed, every write already run in it answered with the error
+ * (none of them committed) and the ones not yet run go back to the head of the queue. A BEGIN
+ * that fails answers every write of the group with its error, as each would have failed alone.
+ * Callers are answered after the COMMIT, in their order.
+ */
+async function runGroup(sequelize: Sequelize, queue: WriteQueue, group: QueuedWrite[]): Promise<void> {
+	const manager = sequelize.connectionManager as unknown as ConnectionManager;
+	let connection: unknown;
+	try {
+		connection = await manager.getConnection({ uuid: SQLITE_TRANSACTIONS });
+	} catch (err) {
+		for (const queued of group) queued.reject(err);
+		return;
+	}
+	const shared = new Transaction(sequelize, {});
+	Object.assign(shared, { connection });
+	const control = (statement: string) => execute(sequelize, statement, [], shared);
+	const outcomes: Array<{ queued: QueuedWrite; value?: unknown; error?: unknown; t?: Transaction }> = [];
+	try {
+		await control("BEGIN IMMEDIATE");
+	} catch (err) {
+		// As each transaction alone would have failed.
+		await destroy(manager, connection, false);
+		for (const queued of group) queued.reject(err);
+		return;
+	}
+	let doubt: unknown;
+	let next = 0;
+	for (; doubt === undefined && next < group.length; next++) {
+		const queued = group[next];
+		const { write } = queued;
+		if (write.kind === "statement") {
+			try {
+				outcomes.push({ queued, value: await execute(sequelize, write.text, write.params, shared) });
+			} catch (err) {
+				outcomes.push({ queued, error: err });
+				if (MAY_END_TRANSACTION.has(sqliteCode(err))) doubt = err;
+			}
+			continue;
+		}
+		const t = new Transaction(sequelize, {});
+		Object.assign(t, { connection });
+		try {
+			await control("SAVEPOINT queued_write");
+		} catch (err) {
+			outcomes.push({ queued, error: err });
+			doubt = err;
+			continue;
+		}
+		try {
+			const result = await write.fn(t);
+			await control("RELEASE queued_write");
+			outcomes.push({ queued, value: { result, t }, t });
+		} catch (err) {
+			Object.assign(t, { finished: "rollback" });
+			outcomes.push({ queued, error: err });
+			try {
+				await control("ROLLBACK TO queued_write");
+				await control("RELEASE queued_write");
+			} catch (broken) {
+				doubt = broken;
+			}
+		}
+	}
+	if (doubt === undefined) {
+		try {
+			await control("COMMIT");
+		} catch (err) {
+			doubt = err;
+		}
+	}
+	if (doubt !== undefined) {
+		await control("ROLLBACK").catch(() => undefined);
+		await destroy(manager, connection, false);
+		queue.waiting.unshift(...group.slice(next));
+		for (const o of outcomes) {
+			if (o.t) Object.assign(o.t, { finished: "rollback" });
+			o.queued.reject(o.error ?? doubt);
+		}
+		return;
+	}
+	for (const o of outcomes) {
+		if (o.t) Object.assign(o.t, { finished: "commit" });
+		if (o.error !== undefined) o.queued.reject(o.error);
+		else o.queued.resolve(o.value);
+	}
 }
 
 /**
@@ -96,7 +246,7 @@ function queueSqliteWrite<T>(sequelize: Sequelize, fn: () => Promise<T>): Promis
  * turn among the process's writes (queueSqliteWrite); inside one it runs in the transaction's turn.
  */
 export function runSql<R>(sequelize: Sequelize, text: string, params: unknown[], t?: Transaction): Promise<SqlResult<R>> {
-	if (!t && sequelize.getDialect() !== "postgres" && sqliteStatement(text).writes) return queueSqliteWrite(sequelize, () => execute<R>(sequelize, text, params));
+	if (!t && sequelize.getDialect() !== "postgres" && sqliteStatement(text).writes) return queueSqliteWrite(sequelize, { kind: "statement", text, params });
 	return execute<R>(sequelize, text, params, t);
 }
 
@@ -249,7 +399,7 @@ function asSequelizeError(err: Error & { code?: string; sql?: string; parameters
 export async function runTransaction<T>(sequelize: Sequelize, fn: (t: Transaction) => Promise<T>): Promise<T> {
 	const { result, t } = await (sequelize.getDialect() === "postgres"
 		? transaction(sequelize, true, fn)
-		: queueSqliteWrite(sequelize, () => transaction(sequelize, false, fn)));
+		: queueSqliteWrite<{ result: T; t: Transaction }>(sequelize, { kind: "transaction", fn }));
 	// Sequelize's `t.afterCommit(fn)`, as its own commit() runs them (Sequelize 6 also runs them
 	// after a COMMIT that failed; here only after one that succeeded), outside SQLite's write queue.
 	// The transaction has committed whatever they do: they must not throw.

@@ -187,9 +187,114 @@ describe("the SQLite write queue", () => {
 		const write = runSql(db, "UPDATE things SET n = -1 WHERE id = $1", ["q-counter"]).then(() => done.push("write"));
 		const later = Array.from({ length: 20 }, (_, i) => transaction(20 + i));
 		await Promise.all([...first, write, ...later]);
-		expect(done.indexOf("write")).toBe(20);
+		// Answered no later than those that came after it (it may share their commit).
+		expect(done.indexOf("write")).toBeLessThan(done.indexOf("tx-39"));
 		// Set between the two groups: only the 20 later transactions added to it afterwards.
 		const { rows } = await runSql<{ n: number }>(db, "SELECT n FROM things WHERE id = $1", ["q-counter"]);
 		expect(rows[0].n).toBe(-1 + 20 * 2);
+	});
+});
+
+describe("group commit (SQLite)", () => {
+	/** COMMITs sent from now on, counted at the prepared statement that runs them. */
+	function countCommits(): { count(): number; stop(): void } {
+		const proto = sqlite3.Statement.prototype as unknown as { run: (...a: unknown[]) => unknown; sql?: string };
+		const run = proto.run;
+		let commits = 0;
+		proto.run = function (this: { sql?: string }, ...a: unknown[]) {
+			if (this.sql === "COMMIT") commits++;
+			return run.apply(this, a);
+		};
+		return { count: () => commits, stop: () => void (proto.run = run) };
+	}
+
+	/** A transaction that holds the queue until `open()`: what is queued meanwhile waits together. */
+	function holdQueue(): { open(): void; done: Promise<unknown> } {
+		let open!: () => void;
+		const gate = new Promise<void>(r => (open = r));
+		const done = runTransaction(db, async t => {
+			await runSql(db, "INSERT INTO things (id) VALUES ($1)", [`gate-${Math.random()}`], t);
+			await gate;
+		});
+		return { open, done };
+	}
+
+	const have = async (prefix: string) =>
+		(await runSql<{ id: string }>(db, "SELECT id FROM things WHERE id LIKE $1 ORDER BY id", [`${prefix}%`])).rows.map(r => r.id);
+
+	it("commits the writes that waited together once, answering each after the commit", async () => {
+		const commits = countCommits();
+		try {
+			const gate = holdQueue();
+			// How many COMMITs had run when each write was answered.
+			const answered: number[] = [];
+			const writes = [
+				runTransaction(db, async t => void (await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g1-a"], t))),
+				runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g1-b"]),
+				runTransaction(db, async t => {
+					await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g1-c"], t);
+					await db.model("thing").create({ id: "g1-d" }, { transaction: t });
+				}),
+				runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g1-e"]),
+			].map(p => p.then(() => answered.push(commits.count())));
+			gate.open();
+			await Promise.all([gate.done, ...writes]);
+			expect(answered).toEqual([2, 2, 2, 2]);
+			expect(await have("g1-")).toEqual(["g1-a", "g1-b", "g1-c", "g1-d", "g1-e"]);
+			// The gate's own, then one for the four.
+			expect(commits.count()).toBe(2);
+		} finally {
+			commits.stop();
+		}
+	});
+
+	it("rolls back a transaction that throws, and only its own changes, answering it with its error", async () => {
+		const gate = holdQueue();
+		const a = runTransaction(db, async t => void (await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g2-a"], t)));
+		const b = runTransaction(db, async t => {
+			await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g2-b"], t);
+			throw new Error("b changed its mind");
+		});
+		const c = runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g2-c"]);
+		gate.open();
+		await gate.done;
+		await expect(a).resolves.toBeUndefined();
+		await expect(b).rejects.toThrow("b changed its mind");
+		await expect(c).resolves.toMatchObject({ count: 1 });
+		expect(await have("g2-")).toEqual(["g2-a", "g2-c"]);
+	});
+
+	it("fails a statement that breaks a constraint alone", async () => {
+		await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g3-taken"]);
+		const gate = holdQueue();
+		const dup = runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g3-taken"]);
+		const other = runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g3-new"]);
+		const after = runTransaction(db, async t => void (await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g3-tx"], t)));
+		gate.open();
+		await gate.done;
+		await expect(dup).rejects.toBeInstanceOf(UniqueConstraintError);
+		await expect(other).resolves.toMatchObject({ count: 1 });
+		await expect(after).resolves.toBeUndefined();
+		expect(await have("g3-")).toEqual(["g3-new", "g3-taken", "g3-tx"]);
+	});
+
+	it("answers every write run in a transaction that ended under it with an error, and runs the rest again", async () => {
+		const gate = holdQueue();
+		const a = runTransaction(db, async t => void (await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g4-a"], t)));
+		// Ends the group's transaction from inside: a's insert goes with it, and b's savepoint too.
+		const b = runTransaction(db, async t => {
+			await runSql(db, "ROLLBACK", [], t);
+			throw new Error("b ended it");
+		});
+		const c = runTransaction(db, async t => void (await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g4-c"], t)));
+		gate.open();
+		await gate.done;
+		await expect(a).rejects.toThrow(/savepoint|transaction/i);
+		await expect(b).rejects.toThrow("b ended it");
+		await expect(c).resolves.toBeUndefined();
+		expect(await have("g4-")).toEqual(["g4-c"]);
+		// The queue goes on, on a fresh connection.
+		await runTransaction(db, async t => void (await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g4-d"], t)));
+		expect(await have("g4-")).toEqual(["g4-c", "g4-d"]);
 	});
 });
