@@ -136,9 +136,9 @@ async function runAlone(sequelize: Sequelize, queued: QueuedWrite): Promise<void
 }
 
 /**
- * SQLite's errors after which a transaction may have been rolled back already (sqlite.org/lang_transaction.html
- * names FULL, IOERR, BUSY and NOMEM; the rest here are as bad). After any other error of a
- * statement, SQLite has undone that statement alone and the transaction goes on.
+ * SQLite's errors after which a transaction may have been rolled back already (FULL, IOERR, BUSY
+ * and NOMEM, says sqlite.org/lang_transaction.html; the rest here are as bad). After any other
+ * error of a statement, SQLite has undone that statement alone and the transaction goes on.
  */
 const MAY_END_TRANSACTION = new Set(["SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_NOMEM", "SQLITE_INTERRUPT", "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_LOCKED", "SQLITE_MISUSE", "SQLITE_ABORT"]);
 
@@ -152,11 +152,11 @@ function sqliteCode(err: unknown): string {
  * Writes that waited together, in one transaction and one COMMIT. A transaction's work runs under
  * a savepoint: when it throws, its own changes are rolled back and only its caller gets the error.
  * A statement that fails undoes itself alone (SQLite's statement journal), unless its error may
- * have ended the transaction (MAY_END_TRANSACTION): that, or a savepoint that cannot be rolled back to, leaves the transaction in doubt: it is
- * rolled back, the connection destroyed, every write already run in it answered with the error
- * (none of them committed) and the ones not yet run go back to the head of the queue. A BEGIN
- * that fails answers every write of the group with its error, as each would have failed alone.
- * Callers are answered after the COMMIT, in their order.
+ * have ended the transaction (MAY_END_TRANSACTION). That, or a savepoint that cannot be rolled
+ * back to, leaves the transaction in doubt: it is rolled back, the connection destroyed, every
+ * write already run in it answered with the error (none of them committed) and the ones not yet
+ * run go back to the head of the queue. A BEGIN that fails answers every write of the group with
+ * its error, as each would have failed alone. Callers are answered after the COMMIT, in their order.
  */
 async function runGroup(sequelize: Sequelize, queue: WriteQueue, group: QueuedWrite[]): Promise<void> {
 	const manager = sequelize.connectionManager as unknown as ConnectionManager;

@@ -264,15 +264,17 @@ describe("group commit (SQLite)", () => {
 		expect(await have("g2-")).toEqual(["g2-a", "g2-c"]);
 	});
 
-	it("fails a statement that breaks a constraint alone", async () => {
+	it("fails a statement that breaks a constraint, or names no table, alone", async () => {
 		await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g3-taken"]);
 		const gate = holdQueue();
 		const dup = runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g3-taken"]);
+		const nowhere = runSql(db, "INSERT INTO no_such_things (id) VALUES ($1)", ["g3-x"]);
 		const other = runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g3-new"]);
 		const after = runTransaction(db, async t => void (await runSql(db, "INSERT INTO things (id) VALUES ($1)", ["g3-tx"], t)));
 		gate.open();
 		await gate.done;
 		await expect(dup).rejects.toBeInstanceOf(UniqueConstraintError);
+		await expect(nowhere).rejects.toThrow(/no such table/);
 		await expect(other).resolves.toMatchObject({ count: 1 });
 		await expect(after).resolves.toBeUndefined();
 		expect(await have("g3-")).toEqual(["g3-new", "g3-taken", "g3-tx"]);
