@@ -10,7 +10,8 @@
  * can join.
  *
  * On SQLite every write of the process, a transaction or one statement outside one, takes its turn
- * in one queue per database (queueSqliteWrite).
+ * in one queue per database (queueSqliteWrite), and the writes that waited together share one
+ * COMMIT (runGroup). On PostgreSQL a statement with parameters is a named prepared statement.
  *
  * The text is PostgreSQL's, with `$1`, `$2`… placeholders; on SQLite they become `?1`, `?2`…,
  * which bind by the same numbers. Keep statements portable (both run `RETURNING` and
