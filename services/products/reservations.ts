@@ -91,6 +91,7 @@ export class Reservations {
 	async reserve(orderId: string, items: RequestedLine[], ttlMs: number, renewals = 1): Promise<{ reservation: Reservation; taken: boolean }> {
 		const lines = mergeLines(items);
 		try {
+			if (lines.length === 1 && this.sequelize.getDialect() === "postgres") return await this.reserveOne(orderId, lines[0], ttlMs);
 			return await this.begin(async t => {
 				const now = new Date();
 				const reserved: ReservedLine[] = [];
@@ -137,6 +138,50 @@ export class Reservations {
 	 * name and price from the same statement. 404 for a product that does not exist, 409 for one
 	 * short of stock.
 	 */
+	/**
+	 * PostgreSQL, an order of one line: the take and the claim in one statement (data-modifying
+	 * CTEs), one round trip instead of a transaction's four. The statement is atomic: when the stock
+	 * falls short nothing is taken and nothing claimed (no row comes back); when a live reservation
+	 * holds the order id the claim writes nothing, and the division by the claimed rows fails the
+	 * statement (22012), so the stock it took is given back with it. Same errors as the
+	 * transaction's: NotFoundError, OutOfStockError, AlreadyReserved.
+	 */
+	private async reserveOne(orderId: string, { productId, quantity }: RequestedLine, ttlMs: number): Promise<{ reservation: Reservation; taken: true }> {
+		const now = new Date();
+		const expiresAt = new Date(now.getTime() + ttlMs);
+		type TakenRow = { id: number; sku: string; name: string; price_cents: number; currency: string };
+		let rows: TakenRow[];
+		try {
+			({ rows } = await runSql<TakenRow>(
+				this.sequelize,
+				`WITH taken AS (
+					UPDATE products SET stock = stock - $2, updated_at = $3 WHERE id = $1 AND stock >= $2
+					RETURNING id, sku, name, price_cents, currency
+				), claimed AS (
+					INSERT INTO reservations (order_id, lines, status, expires_at, created_at, updated_at)
+					SELECT $4, json_build_array(json_build_object('productId', id, 'sku', sku, 'name', name, 'quantity', $2::integer,
+						'unitPriceCents', price_cents, 'currency', currency))::text, 'held', $5, $3, $3 FROM taken
+					ON CONFLICT (order_id) DO UPDATE SET lines = excluded.lines, status = 'held', expires_at = excluded.expires_at, updated_at = excluded.updated_at
+					WHERE reservations.status = 'released'
+					RETURNING order_id
+				)
+				SELECT id, sku, name, price_cents, currency, 1 / (SELECT count(*) FROM claimed) AS claimed FROM taken`,
+				[productId, quantity, now, orderId, expiresAt],
+			));
+		} catch (err) {
+			if (String((err as { parent?: { code?: string } }).parent?.code) === "22012") throw new AlreadyReserved();
+			throw err;
+		}
+		if (rows.length === 0) {
+			const { count } = await runSql(this.sequelize, "SELECT id FROM products WHERE id = $1", [productId]);
+			if (count === 0) throw new NotFoundError("Product", productId);
+			throw new OutOfStockError(productId, quantity);
+		}
+		const p = rows[0];
+		const line = { productId: p.id, sku: p.sku, name: p.name, quantity, unitPriceCents: p.price_cents, currency: p.currency };
+		return { reservation: { orderId, status: "held", lines: [line], expiresAt: expiresAt.toISOString() }, taken: true };
+	}
+
 	private async take({ productId, quantity }: RequestedLine, now: Date, t: Transaction): Promise<ReservedLine> {
 		const { rows } = await runSql<{ id: number; sku: string; name: string; price_cents: number; currency: string }>(
 			this.sequelize,
