@@ -1,6 +1,7 @@
 /**
  * Stock reservations of the products service: all-or-nothing, by conditional updates in one
- * transaction (never read-modify-write), idempotent by order id, released exactly once.
+ * transaction (on PostgreSQL, for an order of one line, in one statement), never
+ * read-modify-write, idempotent by order id, released exactly once.
  * Only the products service imports this.
  */
 import { DataTypes, Op, Sequelize, Transaction, type ModelStatic, type Model } from "sequelize";
