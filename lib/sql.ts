@@ -143,8 +143,8 @@ async function runAlone(sequelize: Sequelize, queued: QueuedWrite): Promise<void
  */
 const MAY_END_TRANSACTION = new Set(["SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_NOMEM", "SQLITE_INTERRUPT", "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_LOCKED", "SQLITE_MISUSE", "SQLITE_ABORT"]);
 
-/** SQLite's result code of an error, wrapped by asSequelizeError or not. */
-function sqliteCode(err: unknown): string {
+/** The driver's code of an error (SQLite's result code, PostgreSQL's SQLSTATE), wrapped by asSequelizeError or not. */
+export function errorCode(err: unknown): string {
 	const e = err as { code?: string; parent?: { code?: string } };
 	return String(e.parent?.code ?? e.code ?? "");
 }
@@ -190,7 +190,7 @@ async function runGroup(sequelize: Sequelize, queue: WriteQueue, group: QueuedWr
 				outcomes.push({ queued, value: await execute(sequelize, write.text, write.params, shared) });
 			} catch (err) {
 				outcomes.push({ queued, error: err });
-				if (MAY_END_TRANSACTION.has(sqliteCode(err))) doubt = err;
+				if (MAY_END_TRANSACTION.has(errorCode(err))) doubt = err;
 			}
 			continue;
 		}

@@ -6,7 +6,7 @@
  */
 import { DataTypes, Op, Sequelize, Transaction, type ModelStatic, type Model } from "sequelize";
 import { NotFoundError, OutOfStockError } from "../../lib/errors";
-import { runSql } from "../../lib/sql";
+import { errorCode, runSql } from "../../lib/sql";
 
 export type ReservationStatus = "held" | "confirmed" | "released";
 
@@ -31,6 +31,20 @@ interface ReservationRow {
 	lines: string;
 	status: ReservationStatus;
 	expires_at: Date | string;
+}
+
+/** What taking a line's stock answers of its product (`RETURNING ${TAKEN_COLUMNS}`). */
+interface TakenRow {
+	id: number;
+	sku: string;
+	name: string;
+	price_cents: number;
+	currency: string;
+}
+const TAKEN_COLUMNS = "id, sku, name, price_cents, currency";
+
+function reservedLine(p: TakenRow, quantity: number): ReservedLine {
+	return { productId: p.id, sku: p.sku, name: p.name, quantity, unitPriceCents: p.price_cents, currency: p.currency };
 }
 
 export interface RequestedLine {
@@ -135,11 +149,6 @@ export class Reservations {
 	}
 
 	/**
-	 * One line's stock by a conditional update (never read-modify-write), answering the catalog's
-	 * name and price from the same statement. 404 for a product that does not exist, 409 for one
-	 * short of stock.
-	 */
-	/**
 	 * PostgreSQL, an order of one line: the take and the claim in one statement (data-modifying
 	 * CTEs), one round trip instead of a transaction's four. The statement is atomic: when the stock
 	 * falls short nothing is taken and nothing claimed (no row comes back); when a live reservation
@@ -150,14 +159,13 @@ export class Reservations {
 	private async reserveOne(orderId: string, { productId, quantity }: RequestedLine, ttlMs: number): Promise<{ reservation: Reservation; taken: true }> {
 		const now = new Date();
 		const expiresAt = new Date(now.getTime() + ttlMs);
-		type TakenRow = { id: number; sku: string; name: string; price_cents: number; currency: string };
 		let rows: TakenRow[];
 		try {
 			({ rows } = await runSql<TakenRow>(
 				this.sequelize,
 				`WITH taken AS (
 					UPDATE products SET stock = stock - $2, updated_at = $3 WHERE id = $1 AND stock >= $2
-					RETURNING id, sku, name, price_cents, currency
+					RETURNING ${TAKEN_COLUMNS}
 				), claimed AS (
 					INSERT INTO reservations (order_id, lines, status, expires_at, created_at, updated_at)
 					SELECT $4, json_build_array(json_build_object('productId', id, 'sku', sku, 'name', name, 'quantity', $2::integer,
@@ -166,37 +174,38 @@ export class Reservations {
 					WHERE reservations.status = 'released'
 					RETURNING order_id
 				)
-				SELECT id, sku, name, price_cents, currency, 1 / (SELECT count(*) FROM claimed) AS claimed FROM taken`,
+				SELECT ${TAKEN_COLUMNS}, 1 / (SELECT count(*) FROM claimed) AS claimed FROM taken`,
 				[productId, quantity, now, orderId, expiresAt],
 			));
 		} catch (err) {
-			if (String((err as { parent?: { code?: string } }).parent?.code) === "22012") throw new AlreadyReserved();
+			if (errorCode(err) === "22012") throw new AlreadyReserved();
 			throw err;
 		}
-		if (rows.length === 0) {
-			const { count } = await runSql(this.sequelize, "SELECT id FROM products WHERE id = $1", [productId]);
-			if (count === 0) throw new NotFoundError("Product", productId);
-			throw new OutOfStockError(productId, quantity);
-		}
-		const p = rows[0];
-		const line = { productId: p.id, sku: p.sku, name: p.name, quantity, unitPriceCents: p.price_cents, currency: p.currency };
-		return { reservation: { orderId, status: "held", lines: [line], expiresAt: expiresAt.toISOString() }, taken: true };
+		if (rows.length === 0) return this.shortOf({ productId, quantity });
+		return { reservation: { orderId, status: "held", lines: [reservedLine(rows[0], quantity)], expiresAt: expiresAt.toISOString() }, taken: true };
 	}
 
+	/**
+	 * One line's stock by a conditional update (never read-modify-write), answering the catalog's
+	 * name and price from the same statement. 404 for a product that does not exist, 409 for one
+	 * short of stock.
+	 */
 	private async take({ productId, quantity }: RequestedLine, now: Date, t: Transaction): Promise<ReservedLine> {
-		const { rows } = await runSql<{ id: number; sku: string; name: string; price_cents: number; currency: string }>(
+		const { rows } = await runSql<TakenRow>(
 			this.sequelize,
-			"UPDATE products SET stock = stock - $2, updated_at = $3 WHERE id = $1 AND stock >= $2 RETURNING id, sku, name, price_cents, currency",
+			`UPDATE products SET stock = stock - $2, updated_at = $3 WHERE id = $1 AND stock >= $2 RETURNING ${TAKEN_COLUMNS}`,
 			[productId, quantity, now],
 			t,
 		);
-		if (rows.length === 0) {
-			const { count } = await runSql(this.sequelize, "SELECT id FROM products WHERE id = $1", [productId], t);
-			if (count === 0) throw new NotFoundError("Product", productId);
-			throw new OutOfStockError(productId, quantity);
-		}
-		const p = rows[0];
-		return { productId: p.id, sku: p.sku, name: p.name, quantity, unitPriceCents: p.price_cents, currency: p.currency };
+		if (rows.length === 0) return this.shortOf({ productId, quantity }, t);
+		return reservedLine(rows[0], quantity);
+	}
+
+	/** Nothing was taken for the line: 404 when its product does not exist, else 409. */
+	private async shortOf({ productId, quantity }: RequestedLine, t?: Transaction): Promise<never> {
+		const { count } = await runSql(this.sequelize, "SELECT id FROM products WHERE id = $1", [productId], t);
+		if (count === 0) throw new NotFoundError("Product", productId);
+		throw new OutOfStockError(productId, quantity);
 	}
 
 	/**
