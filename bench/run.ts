@@ -52,7 +52,11 @@ const PROFILE_ENV: Record<string, string> = PROFILE_DIR ? { NODE_OPTIONS: `--req
 
 const RUN = randomBytes(4).toString("hex");
 const NS = `bench_${RUN}`; // every Redis key, queue, exchange and database of this run carries it
-const OPTS: TargetOptions = { run: RUN, ns: NS, products: PRODUCTS, env: PROFILE_ENV };
+/** --env K=V,K=V: more environment for our targets, to measure a build without one feature (e.g. TRACING=off). */
+const EXTRA_ENV: Record<string, string> = Object.fromEntries(
+	(process.argv.includes("--env") ? arg("env", "") : "").split(",").filter(Boolean).map(kv => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+);
+const OPTS: TargetOptions = { run: RUN, ns: NS, products: PRODUCTS, env: { ...PROFILE_ENV, ...EXTRA_ENV } };
 
 // ---------------------------------------------------------------- targets and plan
 const FACTORIES: Record<string, () => Target> = {
