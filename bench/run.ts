@@ -7,6 +7,7 @@
  *   npm run bench [-- --smoke] [--duration 5] [--warmup 3] [--connections 50] [--products 10000]
  *                 [--scenarios get,get-uncached,list,list-uncached,order,growth]
  *                 [--targets name,...] [--growth 1000,100000] [--profile <dir>]
+ *                 [--env K=V,...] [--rate N]
  *
  * Each measure is one (scenario, target, id distribution); pass 1 goes over every measure, then
  * pass 2 (the machine's noise shows as the gap between them). --smoke: one pass on fewer targets
@@ -42,6 +43,12 @@ const DURATION = Number(arg("duration", "5"));
 const SMOKE_REQUESTS = { read: 300, order: 100 };
 const WARMUP = Number(arg("warmup", SMOKE ? "0" : "3"));
 const CONNECTIONS = Number(arg("connections", "50"));
+/**
+ * --rate N: an open load of N requests a second over the connections (autocannon's overallRate)
+ * instead of as many as they answer: the event lag at a rate the events may or may not sustain.
+ * Every target then runs at that rate, so its ratios compare nothing.
+ */
+const RATE = process.argv.includes("--rate") ? Number(arg("rate", "0")) : undefined;
 const PRODUCTS = Number(arg("products", SMOKE ? "1000" : "10000"));
 const PASSES = SMOKE ? 1 : 2;
 const GROWTH = arg("growth", SMOKE ? "100,500" : "1000,100000").split(",").map(Number);
@@ -141,6 +148,7 @@ async function load(t: Target, l: Load, seconds: number, smokeRequests = SMOKE_R
 	const result = await autocannon({
 		url: `http://127.0.0.1:${t.port}`,
 		connections: CONNECTIONS,
+		...(RATE ? { overallRate: RATE } : {}),
 		// autocannon notices the end at its next sample: every 100 ms, not every second, in the smoke
 		...(SMOKE ? { amount: smokeRequests, sampleInt: 100 } : { duration: seconds }),
 		timeout: 10,
