@@ -48,7 +48,8 @@ const CONNECTIONS = Number(arg("connections", "50"));
  * instead of as many as they answer: the event lag at a rate the events may or may not sustain.
  * Every target then runs at that rate, so its ratios compare nothing.
  */
-const RATE = process.argv.includes("--rate") ? Number(arg("rate", "0")) : undefined;
+const RATE = process.argv.includes("--rate") ? Number(arg("rate", "")) : undefined;
+if (RATE !== undefined && !(RATE > 0)) throw new Error("--rate takes a number of requests a second above 0");
 const PRODUCTS = Number(arg("products", SMOKE ? "1000" : "10000"));
 const PASSES = SMOKE ? 1 : 2;
 const GROWTH = arg("growth", SMOKE ? "100,500" : "1000,100000").split(",").map(Number);
@@ -61,7 +62,14 @@ const RUN = randomBytes(4).toString("hex");
 const NS = `bench_${RUN}`; // every Redis key, queue, exchange and database of this run carries it
 /** --env K=V,K=V: more environment for our targets, to measure a build without one feature (e.g. TRACING=off). */
 const EXTRA_ENV: Record<string, string> = Object.fromEntries(
-	(process.argv.includes("--env") ? arg("env", "") : "").split(",").filter(Boolean).map(kv => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+	(process.argv.includes("--env") ? arg("env", "") : "")
+		.split(",")
+		.filter(Boolean)
+		.map(kv => {
+			const eq = kv.indexOf("=");
+			if (eq < 1) throw new Error(`--env takes K=V pairs separated by commas, not '${kv}'`);
+			return [kv.slice(0, eq), kv.slice(eq + 1)];
+		}),
 );
 const OPTS: TargetOptions = { run: RUN, ns: NS, products: PRODUCTS, env: { ...PROFILE_ENV, ...EXTRA_ENV } };
 
@@ -463,7 +471,7 @@ async function main(): Promise<number> {
 	}
 	const cmd = `npm run bench -- ${process.argv.slice(2).join(" ")}`.replace(/ -- $/, "");
 	const seconds = (Date.now() - started) / 1000;
-	const settings = { smoke: SMOKE, ...(SMOKE ? { requests: SMOKE_REQUESTS } : {}), duration: DURATION, warmup: WARMUP, connections: CONNECTIONS, products: PRODUCTS, passes: PASSES, growth: GROWTH, scenarios: SCENARIOS };
+	const settings = { smoke: SMOKE, ...(SMOKE ? { requests: SMOKE_REQUESTS } : {}), duration: DURATION, warmup: WARMUP, connections: CONNECTIONS, products: PRODUCTS, passes: PASSES, growth: GROWTH, scenarios: SCENARIOS, env: EXTRA_ENV, rate: RATE };
 	const md = report({ measures, growth: growthRows, machine, cmd, settings, seconds, targets: all.map(t => ({ name: t.name, describe: t.describe })) });
 	process.stdout.write("\n" + md);
 	const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
