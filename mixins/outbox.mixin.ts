@@ -16,6 +16,7 @@
 import { DataTypes, QueryTypes, type Transaction } from "sequelize";
 import type { Context, ServiceBroker, ServiceSchema, Span } from "moleculer";
 import type { BusinessEventName, BusinessEvents } from "../lib/events";
+import { LocalAdapter } from "../lib/channels/local-adapter";
 import { lifecycle } from "../lib/service";
 import { METRICS, setMetric } from "../lib/metrics";
 import type { DbMethods, Migration } from "./db.mixin";
@@ -68,6 +69,8 @@ export interface OutboxSettings {
 	outboxHandoffMs?: number;
 	/** Milliseconds between updates of the backlog gauges (carsi.outbox.backlog, .oldest.age). */
 	outboxMetricsMs?: number;
+	/** Hand-off batches out at once: by default HANDOFF_LANES in process, one on RabbitMQ (see HANDOFF_LANES). */
+	outboxHandoffLanes?: number;
 }
 
 export interface OutboxMethods {
@@ -124,7 +127,7 @@ type SendToChannel = (name: string, payload: unknown, opts: Record<string, unkno
 interface OutboxThis extends DbMethods, OutboxMethods {
 	name: string;
 	settings: OutboxSettings;
-	broker: ServiceBroker & { sendToChannel?: SendToChannel };
+	broker: ServiceBroker & { sendToChannel?: SendToChannel; channelAdapter?: unknown };
 	logger: { warn(...a: unknown[]): void; info(...a: unknown[]): void; debug(...a: unknown[]): void };
 	outbox: {
 		timer?: NodeJS.Timeout;
@@ -132,9 +135,12 @@ interface OutboxThis extends DbMethods, OutboxMethods {
 		/** The poll's rounds, while they run. */
 		running?: Promise<number>;
 		again: boolean;
-		/** Committed events waiting for the hand-off, and its batches while they run. */
+		/** Committed events waiting for the hand-off. */
 		handed: OutboxEvent[];
-		flushing?: Promise<void>;
+		/** The hand-off's lanes running (see HANDOFF_LANES; each leaves as it finds nothing waiting), their promises, and whether one is about to start. */
+		laneCount: number;
+		lanes: Set<Promise<void>>;
+		laneStarting: boolean;
 		/** Rows written before this instant are no hand-off's of this node. */
 		startedAt: Date;
 		stopping: boolean;
@@ -144,6 +150,19 @@ interface OutboxThis extends DbMethods, OutboxMethods {
 
 /** Events waiting for the hand-off beyond this many batches are left to the poll. */
 const HANDOFF_BATCHES = 10;
+
+/**
+ * Batches the hand-off publishes at once where a publish is the delivery (the in-process adapter
+ * of the embedded default): such a batch lasts as long as its slowest consumer, and one at a time
+ * every event waited for the batch before its own (twelfth session: at 280 orders/s on one process
+ * on PostgreSQL, lag p99 159-358 ms with one, 79-100 with four). On RabbitMQ a publish ends at the
+ * broker's confirm, and one lane keeps the batches whole.
+ */
+export const HANDOFF_LANES = 4;
+
+function handOffLanes(svc: OutboxThis): number {
+	return svc.settings.outboxHandoffLanes ?? (svc.broker.channelAdapter instanceof LocalAdapter ? HANDOFF_LANES : 1);
+}
 
 export const OutboxMixin: Partial<ServiceSchema> = {
 	settings: { outboxPollMs: 1000, outboxBatch: 100, outboxHandoffMs: 5000, outboxMetricsMs: 5000 },
@@ -173,8 +192,18 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 			// Stopping, or too far behind (the broker is slow or away): the poll publishes it later.
 			if (outbox.stopping || outbox.handed.length >= HANDOFF_BATCHES * this.settings.outboxBatch) return;
 			outbox.handed.push(row);
-			// What else commits in this turn of the event loop goes in the same batch.
-			if (!outbox.flushing) outbox.flushing = new Promise(resolve => setImmediate(resolve)).then(() => flushHandOffs(this));
+			// What else commits in this turn of the event loop goes in the same batch: a lane starts on
+			// the next turn, if one is free; a busy lane takes what waits when its batch is done.
+			const lanes = handOffLanes(this);
+			if (outbox.laneStarting || outbox.laneCount >= lanes) return;
+			outbox.laneStarting = true;
+			setImmediate(() => {
+				outbox.laneStarting = false;
+				if (outbox.laneCount >= lanes) return;
+				outbox.laneCount++;
+				const lane: Promise<void> = flushHandOffs(this).finally(() => outbox.lanes.delete(lane));
+				outbox.lanes.add(lane);
+			});
 		},
 
 		kickRelay(this: OutboxThis) {
@@ -218,7 +247,7 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 	},
 
 	created: lifecycle<OutboxThis>(function () {
-		this.outbox = { again: false, handed: [], startedAt: new Date(), stopping: false, warned: false };
+		this.outbox = { again: false, handed: [], laneCount: 0, lanes: new Set(), laneStarting: false, startedAt: new Date(), stopping: false, warned: false };
 	}),
 
 	started: lifecycle<OutboxThis>(function () {
@@ -241,8 +270,8 @@ export const OutboxMixin: Partial<ServiceSchema> = {
 		this.outbox.stopping = true;
 		if (this.outbox.timer) clearInterval(this.outbox.timer);
 		if (this.outbox.metricsTimer) clearInterval(this.outbox.metricsTimer);
-		// The batch being published finishes; what waits behind it is left to the next poll.
-		await Promise.all([this.outbox.running, this.outbox.flushing]);
+		// The batches being published finish; what waits behind them is left to the next poll.
+		await Promise.all([this.outbox.running, ...this.outbox.lanes]);
 		this.outbox.handed = [];
 	}),
 };
@@ -281,9 +310,11 @@ async function publishAndMark(svc: OutboxThis, send: SendToChannel, rows: Outbox
 }
 
 /**
- * The hand-off's batches, one at a time, while events wait: each marked sent in a statement of its
- * own (no transaction: the rows are this node's, and a crash before the mark publishes them again,
- * as a crash before a poll's COMMIT does). A database that does not answer leaves them pending.
+ * One lane of the hand-off: its batches, one at a time, while events wait, each marked sent in a
+ * statement of its own (no transaction: the rows are this node's, and a crash before the mark
+ * publishes them again, as a crash before a poll's COMMIT does). A database that does not answer
+ * leaves them pending. The lane leaves the count in the same turn as it finds nothing waiting, so
+ * an event handed off after that starts a lane of its own.
  */
 async function flushHandOffs(svc: OutboxThis): Promise<void> {
 	const { outbox } = svc;
@@ -299,7 +330,7 @@ async function flushHandOffs(svc: OutboxThis): Promise<void> {
 			}
 		}
 	} finally {
-		outbox.flushing = undefined;
+		outbox.laneCount--;
 	}
 }
 

@@ -8,9 +8,9 @@ import { randomUUID } from "node:crypto";
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
 import { DataTypes } from "sequelize";
 import { DbMixin, type DbMethods, type Migration } from "../../mixins/db.mixin";
-import { OutboxMixin, outboxMigration, outboxTraceMigration, type OutboxMethods } from "../../mixins/outbox.mixin";
+import { HANDOFF_LANES, OutboxMixin, outboxMigration, outboxTraceMigration, type OutboxMethods } from "../../mixins/outbox.mixin";
 import { createNode } from "./broker";
-import { Recorder, consumerService } from "./channels";
+import { Recorder, consumerService, type Delivery } from "./channels";
 import { sleep, waitFor } from "./wait";
 
 const EVENT = "user.registered";
@@ -86,11 +86,11 @@ export function outboxCases(databaseUrl: () => string): void {
 	const late = new Recorder();
 
 	/** A node with the ledger and a consumer of group "rec"; `groups` are the event's declared groups. */
-	async function node(settings: Record<string, unknown>, groups = ["rec"]): Promise<ServiceBroker> {
+	async function node(settings: Record<string, unknown>, groups = ["rec"], behaviour?: (d: Delivery) => unknown): Promise<ServiceBroker> {
 		const broker = createNode({ services: [], channels: { consumerGroups: { [EVENT]: groups }, subscribeWaitMs: 300 } });
 		brokers.push(broker);
 		broker.createService(ledgerService(databaseUrl(), settings));
-		broker.createService(consumerService("rec", "rec", [EVENT], recorder));
+		broker.createService(consumerService("rec", "rec", [EVENT], recorder, behaviour));
 		await broker.start();
 		return broker;
 	}
@@ -112,6 +112,42 @@ export function outboxCases(databaseUrl: () => string): void {
 		const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => broker.call<string, { note: string }>("ledger.write", { note: `alone ${i}` })));
 		await waitFor("30 deliveries", () => ids.every(id => recorder.of(id).length === 1), 10_000);
 		for (const id of ids) await marked(broker, id);
+	});
+
+	it("hands off an event while an earlier batch still waits for its consumer", async () => {
+		let release!: () => void;
+		const held = new Promise<void>(resolve => (release = resolve));
+		const broker = await node(handOffOnly, ["rec"], d => (d.payload.note === "slow" ? held : undefined));
+		const slow = await broker.call<string, { note: string }>("ledger.write", { note: "slow" });
+		await waitFor("the slow event's delivery", () => recorder.of(slow).length === 1, 10_000);
+		try {
+			// In one process the slow event's batch lasts until its consumer returns; the next goes meanwhile.
+			const quick = await broker.call<string, { note: string }>("ledger.write", { note: "quick" });
+			await marked(broker, quick);
+			expect((await row(broker, slow))?.sent_at).toBeNull();
+		} finally {
+			release();
+		}
+		await marked(broker, slow);
+	});
+
+	it(`holds at most ${HANDOFF_LANES} batches at the consumers at once`, async () => {
+		const gates: Array<() => void> = [];
+		const broker = await node(handOffOnly, ["rec"], () => new Promise<void>(resolve => gates.push(resolve)));
+		const write = (i: number) => broker.call<string, { note: string }>("ledger.write", { note: `held ${i}` });
+		try {
+			for (let i = 0; i < HANDOFF_LANES; i++) {
+				const id = await write(i);
+				await waitFor(`held event ${i} at the consumer`, () => recorder.of(id).length === 1, 10_000);
+			}
+			const next = await write(HANDOFF_LANES);
+			await sleep(300);
+			expect(recorder.of(next)).toEqual([]);
+			gates[0]();
+			await waitFor("the next event once a batch ended", () => recorder.of(next).length === 1, 10_000);
+		} finally {
+			for (const open of gates) open();
+		}
 	});
 
 	it("publishes an event of a transaction once it committed, and none of a transaction rolled back", async () => {
