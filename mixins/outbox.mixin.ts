@@ -69,8 +69,6 @@ export interface OutboxSettings {
 	outboxHandoffMs?: number;
 	/** Milliseconds between updates of the backlog gauges (carsi.outbox.backlog, .oldest.age). */
 	outboxMetricsMs?: number;
-	/** Hand-off batches out at once: by default HANDOFF_LANES in process, one on RabbitMQ (see HANDOFF_LANES). */
-	outboxHandoffLanes?: number;
 }
 
 export interface OutboxMethods {
@@ -161,7 +159,7 @@ const HANDOFF_BATCHES = 10;
 export const HANDOFF_LANES = 4;
 
 function handOffLanes(svc: OutboxThis): number {
-	return svc.settings.outboxHandoffLanes ?? (svc.broker.channelAdapter instanceof LocalAdapter ? HANDOFF_LANES : 1);
+	return svc.broker.channelAdapter instanceof LocalAdapter ? HANDOFF_LANES : 1;
 }
 
 export const OutboxMixin: Partial<ServiceSchema> = {
