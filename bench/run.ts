@@ -62,7 +62,7 @@ const RUN = randomBytes(4).toString("hex");
 const NS = `bench_${RUN}`; // every Redis key, queue, exchange and database of this run carries it
 /** --env K=V,K=V: more environment for our targets, to measure a build without one feature (e.g. TRACING=off). */
 const EXTRA_ENV: Record<string, string> = Object.fromEntries(
-	(process.argv.includes("--env") ? arg("env", "") : "")
+	arg("env", "")
 		.split(",")
 		.filter(Boolean)
 		.map(kv => {

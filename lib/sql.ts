@@ -168,8 +168,7 @@ async function runGroup(sequelize: Sequelize, queue: WriteQueue, group: QueuedWr
 		for (const queued of group) queued.reject(err);
 		return;
 	}
-	const shared = new Transaction(sequelize, {});
-	Object.assign(shared, { connection });
+	const shared = onConnection(sequelize, connection);
 	const control = (statement: string) => execute(sequelize, statement, [], shared);
 	const outcomes: Array<{ queued: QueuedWrite; value?: unknown; error?: unknown; t?: Transaction }> = [];
 	try {
@@ -194,8 +193,7 @@ async function runGroup(sequelize: Sequelize, queue: WriteQueue, group: QueuedWr
 			}
 			continue;
 		}
-		const t = new Transaction(sequelize, {});
-		Object.assign(t, { connection });
+		const t = onConnection(sequelize, connection);
 		try {
 			await control("SAVEPOINT queued_write");
 		} catch (err) {
@@ -411,8 +409,7 @@ export async function runTransaction<T>(sequelize: Sequelize, fn: (t: Transactio
 async function transaction<T>(sequelize: Sequelize, pg: boolean, fn: (t: Transaction) => Promise<T>): Promise<{ result: T; t: Transaction }> {
 	const manager = sequelize.connectionManager as unknown as ConnectionManager;
 	const connection = await manager.getConnection(pg ? { type: "write" } : { uuid: SQLITE_TRANSACTIONS });
-	const t = new Transaction(sequelize, {});
-	Object.assign(t, { connection });
+	const t = onConnection(sequelize, connection);
 	let healthy = true;
 	const control = (statement: string) =>
 		runSql(sequelize, statement, [], t).catch((err: Error) => {
@@ -437,6 +434,13 @@ async function transaction<T>(sequelize: Sequelize, pg: boolean, fn: (t: Transac
 		else if (pg) await manager.releaseConnection(connection);
 	}
 	return { result, t };
+}
+
+/** A Sequelize transaction object bound to `connection`, which runSql and Sequelize's queries then run on. */
+function onConnection(sequelize: Sequelize, connection: unknown): Transaction {
+	const t = new Transaction(sequelize, {});
+	Object.assign(t, { connection });
+	return t;
 }
 
 async function destroy(manager: ConnectionManager, connection: unknown, pg: boolean): Promise<void> {
