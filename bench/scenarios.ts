@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { sampler, CATEGORIES, type Distribution } from "./common";
 import { log, query, type Store, type Target } from "./targets";
 
-export type ScenarioName = "get" | "get-uncached" | "list" | "list-uncached" | "order";
+export type ScenarioName = "get" | "get-uncached" | "list" | "list-uncached" | "order" | "order-sustained";
 
 /** An autocannon request of ours: built per request, its answer counted. */
 export interface Load {
