@@ -26,7 +26,7 @@ import Redis from "ioredis";
 import { Client } from "pg";
 import { SERVERS } from "../test/support/servers";
 import { cpuSeconds, processTree, type Distribution } from "./common";
-import { checkNotifications, getLoad, listLoad, oneMatchSearchLoad, orderLoad, registerCustomers, type Customer, type Load, type OrderCheck, type ScenarioName } from "./scenarios";
+import { SUSTAINED_SHARE, checkNotifications, getLoad, listLoad, oneMatchSearchLoad, orderLoad, registerCustomers, type Customer, type Load, type OrderCheck, type ScenarioName } from "./scenarios";
 import { report, type GrowthRow, type MeasureRow } from "./report";
 import { baseAmqp, baseMwRedis, baseNodeRedis, basePg, cluster, insertRows, log, oneProcess, query, sweep, type Target, type TargetOptions } from "./targets";
 
@@ -50,13 +50,6 @@ const CONNECTIONS = Number(arg("connections", "50"));
  */
 const RATE = process.argv.includes("--rate") ? Number(arg("rate", "")) : undefined;
 if (RATE !== undefined && !(RATE > 0)) throw new Error("--rate takes a number of requests a second above 0");
-/**
- * `order-sustained` places orders at this share of the orders/s its target's closed loop (`order`,
- * 50 connections sending as fast as they are answered) reached in the same pass, as an open load:
- * the event lag at a rate the target sustains with room to spare, not at its saturation, where
- * every queue is full by construction. Four fifths: the load a service is run at, not the most it takes.
- */
-const SUSTAINED_SHARE = 0.8;
 const PRODUCTS = Number(arg("products", SMOKE ? "1000" : "10000"));
 const PASSES = SMOKE ? 1 : 2;
 const GROWTH = arg("growth", SMOKE ? "100,500" : "1000,100000").split(",").map(Number);
@@ -156,7 +149,9 @@ function plan(): Planned[] {
 		for (const [target, dists] of FULL_PLAN[s]) if (!only || only.includes(target)) for (const d of dists) out.push({ scenario: s, target, distribution: d });
 	}
 	// A sustained rate is a share of the closed loop's: without that measure there is none.
-	return out.filter(p => p.scenario !== "order-sustained" || out.some(q => q.scenario === "order" && q.target === p.target));
+	const alone = out.find(p => p.scenario === "order-sustained" && !out.some(q => q.scenario === "order" && q.target === p.target));
+	if (alone) throw new Error(`order-sustained takes its rate from the order measure of the same target: add order to --scenarios for ${alone.target}`);
+	return out;
 }
 
 // ---------------------------------------------------------------- measure
