@@ -182,7 +182,8 @@ export function report(input: ReportInput): string {
 		// is shown with one more digit.
 		let digits = unit === "ms" || unit === "orders without" ? 0 : 2;
 		if (x !== undefined && pass(Number(fmt(x, digits))) !== pass(x)) digits++;
-		const spread = perMeasure && perMeasure.length > 1 ? `${fmt(Math.min(...perMeasure), digits)}–${fmt(Math.max(...perMeasure), digits)}` : "–";
+		const [lo, hi] = perMeasure && perMeasure.length > 1 ? [fmt(Math.min(...perMeasure), digits), fmt(Math.max(...perMeasure), digits)] : [];
+		const spread = lo === undefined ? "–" : lo === hi ? lo : `${lo}–${hi}`;
 		lines.push(`| ${what} | ${x === undefined ? "–" : `${fmt(x, digits)} ${unit}`} | ${spread} | ${x === undefined ? "not measured" : pass(x) ? "met" : "**missed**"} |`);
 	}
 	lines.push(
