@@ -25,6 +25,16 @@ export interface SqlResult<R> {
 	count: number;
 }
 
+export interface SqlOptions {
+	/**
+	 * false: on PostgreSQL the statement runs unnamed, planned for its own values every time. A
+	 * named one gets a generic plan after five runs when that looks no dearer, and a generic plan
+	 * of `LIKE $1` cannot tell a rare pattern from one that most rows match. SQLite prepares every
+	 * statement either way (its plan does not depend on the values bound).
+	 */
+	prepared?: boolean;
+}
+
 interface PgClient {
 	query(query: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[]; rowCount: number | null }>;
 	query(text: string, values: unknown[]): Promise<{ rows: unknown[]; rowCount: number | null }>;
@@ -244,18 +254,18 @@ async function runGroup(sequelize: Sequelize, queue: WriteQueue, group: QueuedWr
  * One statement, in transaction `t` or alone. On SQLite a write outside a transaction waits for its
  * turn among the process's writes (queueSqliteWrite); inside one it runs in the transaction's turn.
  */
-export function runSql<R>(sequelize: Sequelize, text: string, params: unknown[], t?: Transaction): Promise<SqlResult<R>> {
+export function runSql<R>(sequelize: Sequelize, text: string, params: unknown[], t?: Transaction, opts?: SqlOptions): Promise<SqlResult<R>> {
 	if (!t && sequelize.getDialect() !== "postgres" && sqliteStatement(text).writes) return queueSqliteWrite(sequelize, { kind: "statement", text, params });
-	return execute<R>(sequelize, text, params, t);
+	return execute<R>(sequelize, text, params, t, opts);
 }
 
-async function execute<R>(sequelize: Sequelize, text: string, params: unknown[], t?: Transaction): Promise<SqlResult<R>> {
+async function execute<R>(sequelize: Sequelize, text: string, params: unknown[], t?: Transaction, opts?: SqlOptions): Promise<SqlResult<R>> {
 	const ended = t as unknown as { finished?: string; id: string } | undefined;
 	if (ended?.finished) throw new Error(`${ended.finished} has been called on this transaction (${ended.id}), you can no longer use it`);
 	const own = t ? undefined : (sequelize.connectionManager as unknown as ConnectionManager);
 	const connection = t ? (t as unknown as { connection: unknown }).connection : await own!.getConnection({ type: "write" });
 	try {
-		return sequelize.getDialect() === "postgres" ? await onPostgres<R>(connection as PgClient, text, params) : await onSqlite<R>(connection as SqliteDb, text, params);
+		return sequelize.getDialect() === "postgres" ? await onPostgres<R>(connection as PgClient, text, params, opts?.prepared !== false) : await onSqlite<R>(connection as SqliteDb, text, params);
 	} catch (err) {
 		const code = String((err as { code?: string }).code ?? "");
 		// Not an answer of the server (a SQLSTATE) but a broken socket: the pool must not hand it out again.
@@ -289,9 +299,9 @@ function pgName(text: string): string | undefined {
 	return name;
 }
 
-async function onPostgres<R>(client: PgClient, text: string, params: unknown[]): Promise<SqlResult<R>> {
+async function onPostgres<R>(client: PgClient, text: string, params: unknown[], prepared: boolean): Promise<SqlResult<R>> {
 	// pg copies a query given as an object (Object.defineProperties, about 1 µs), not one given as text.
-	const name = params.length > 0 ? pgName(text) : undefined;
+	const name = prepared && params.length > 0 ? pgName(text) : undefined;
 	const result = await (name ? client.query({ name, text, values: params }) : client.query(text, params));
 	return { rows: result.rows as R[], count: result.rowCount ?? result.rows.length };
 }

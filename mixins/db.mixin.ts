@@ -15,7 +15,7 @@ import { getConfig, maskUrl } from "../lib/config";
 import { ServiceUnavailableError } from "../lib/errors";
 import { lifecycle } from "../lib/service";
 import { countedPage, type Page } from "../lib/params";
-import { runSql, runTransaction, type SqlResult } from "../lib/sql";
+import { runSql, runTransaction, type SqlOptions, type SqlResult } from "../lib/sql";
 
 export interface Migration {
 	name: string;
@@ -45,7 +45,7 @@ export interface DbMethods {
 	dbDialect(): "postgres" | "sqlite";
 	transaction<T>(fn: (t: Transaction) => Promise<T>): Promise<T>;
 	/** One statement on the driver's connection, `$1`… placeholders (lib/sql.ts): for the hot paths. */
-	sql<R = Record<string, unknown>>(text: string, params?: unknown[], t?: Transaction): Promise<SqlResult<R>>;
+	sql<R = Record<string, unknown>>(text: string, params?: unknown[], t?: Transaction, opts?: SqlOptions): Promise<SqlResult<R>>;
 	/**
 	 * Page `pageNo` of the model's rows matching `query` (where, order, replacements, raw), each
 	 * through `toItem`, with the list envelope's total: counted with the same where and
@@ -237,8 +237,8 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 			dbDialect(this: DbMethods): "postgres" | "sqlite" {
 				return this.sequelize.getDialect() === "postgres" ? "postgres" : "sqlite";
 			},
-			sql<R>(this: DbMethods, text: string, params: unknown[] = [], t?: Transaction): Promise<SqlResult<R>> {
-				return runSql<R>(this.sequelize, text, params, t);
+			sql<R>(this: DbMethods, text: string, params: unknown[] = [], t?: Transaction, opts?: SqlOptions): Promise<SqlResult<R>> {
+				return runSql<R>(this.sequelize, text, params, t, opts);
 			},
 			async findPage<T>(
 				this: DbMethods,

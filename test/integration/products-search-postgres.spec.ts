@@ -4,7 +4,8 @@
  * and the answer is the same as a substring match of the whole text over name or description.
  */
 import type { ServiceBroker } from "moleculer";
-import type { Sequelize } from "sequelize";
+import type { DbMethods } from "../../mixins/db.mixin";
+import type { SqlOptions } from "../../lib/sql";
 import { createNode } from "../support/broker";
 import { TestDatabases, pgQuery } from "../support/pg";
 import { requireServers } from "../support/servers";
@@ -13,7 +14,7 @@ import type { SearchStats } from "../../services/products/search";
 const dbs = new TestDatabases(["products"] as const);
 let broker: ServiceBroker;
 let products: Array<{ id: number; name: string; description: string }>;
-const statements: string[] = [];
+const statements: Array<{ text: string; prepared: boolean }> = [];
 
 const SIZE = 3000;
 
@@ -34,10 +35,16 @@ beforeAll(async () => {
 	);
 	await pgQuery(dbs.names.products, "ANALYZE products");
 	products = await pgQuery(dbs.names.products, "SELECT id, name, description FROM products ORDER BY id");
-	const svc = broker.getLocalService("products") as unknown as { sequelize: Sequelize; searchStats: SearchStats };
+	const svc = broker.getLocalService("products") as unknown as { searchStats: SearchStats; sql: DbMethods["sql"] };
 	await svc.searchStats.refresh();
-	// Sequelize reads its logging option at each query: the statements the service really sends.
-	(svc.sequelize as unknown as { options: { logging: (sql: string) => void } }).options.logging = sql => void statements.push(sql);
+	// The statements the service sends through lib/sql, their values written in, and whether each
+	// ran prepared (a search must not: its plan has to see the pattern).
+	const sql = svc.sql;
+	svc.sql = ((text: string, params: unknown[] = [], t?: never, opts?: SqlOptions) => {
+		const literal = (v: unknown) => (typeof v === "number" ? String(v) : `'${String(v).replace(/'/g, "''")}'`);
+		statements.push({ text: text.replace(/\$(\d+)/g, (_, n: string) => literal(params[Number(n) - 1])), prepared: opts?.prepared !== false });
+		return sql(text, params, t, opts);
+	}) as DbMethods["sql"];
 });
 afterAll(async () => {
 	await broker?.stop();
@@ -54,7 +61,10 @@ const expected = (q: string) =>
 async function search(q: string, pageSize = 100) {
 	statements.length = 0;
 	const page = await broker.call<{ rows: Array<{ id: number }>; total: number }, object>("products.list", { q, pageSize, sort: "createdAt" });
-	return { ids: page.rows.map(r => r.id).sort((a, b) => a - b), total: page.total, sql: statements.filter(s => /FROM "products"/.test(s)).join("\n") };
+	const sent = statements.filter(s => /FROM products/.test(s.text));
+	expect(sent.length).toBeGreaterThan(0);
+	expect(sent.filter(s => s.prepared)).toEqual([]);
+	return { ids: page.rows.map(r => r.id).sort((a, b) => a - b), total: page.total, sql: sent.map(s => s.text).join("\n") };
 }
 
 describe("catalog search on PostgreSQL", () => {
