@@ -61,9 +61,11 @@ const fmt = (x: number | undefined, digits = 2) => (x === undefined || Number.is
 export function report(input: ReportInput): string {
 	const { measures, growth, machine, cmd, settings: s } = input;
 	const ok = (m: M) => !m.failed;
+	/** The measures that did not fail of a (scenario, target[, ids]), every pass. */
+	const okOf = (scenario: string, target: string, dist?: string) => measures.filter(m => ok(m) && m.scenario === scenario && m.target === target && (!dist || m.distribution === dist));
 	/** Mean req/s of a (scenario, target[, ids]) over its passes. */
-	const rate = (scenario: string, target: string, dist?: string) => mean(measures.filter(m => ok(m) && m.scenario === scenario && m.target === target && (!dist || m.distribution === dist)).map(m => m.reqPerSec));
-	const p99of = (scenario: string, target: string) => mean(measures.filter(m => ok(m) && m.scenario === scenario && m.target === target).map(m => m.p99));
+	const rate = (scenario: string, target: string, dist?: string) => mean(okOf(scenario, target, dist).map(m => m.reqPerSec));
+	const p99of = (scenario: string, target: string) => mean(okOf(scenario, target).map(m => m.p99));
 	const ratio = (m: M, base: string) => {
 		const b = rate(m.scenario === "list" || m.scenario === "list-uncached" ? "get" : m.scenario, base, m.distribution === "-" ? undefined : m.distribution);
 		return b ? fmt(m.reqPerSec / b) : "–";
@@ -134,7 +136,6 @@ export function report(input: ReportInput): string {
 	type Verdict = [what: string, unit: string, x: number | undefined, pass: (x: number) => boolean, perMeasure?: number[]];
 	const verdicts: Verdict[] = [];
 	const r = (a?: number, b?: number) => (a !== undefined && b ? a / b : undefined);
-	const okOf = (scenario: string, target: string, dist?: string) => measures.filter(m => ok(m) && m.scenario === scenario && m.target === target && (!dist || m.distribution === dist));
 	/** Each measure's req/s over the baseline's mean (same ids, as the tables' ratios). */
 	const ratios = (scenario: string, target: string, baseScenario: string, base: string, dist?: string) =>
 		okOf(scenario, target, dist).flatMap(m => {

@@ -333,7 +333,8 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 				// finds "ÇAYDANLIK" and "cay" finds "Cay", though "çay" does not find "ÇAY".
 				const escaped = q.replace(/[\\%_]/g, c => `\\${c}`);
 				if (!pg) {
-					conditions.push(`(name LIKE ${param(`%${escaped}%`)} ESCAPE '\\' OR description LIKE ${param(`%${escaped}%`)} ESCAPE '\\')`);
+					const pattern = `%${escaped}%`;
+					conditions.push(`(name LIKE ${param(pattern)} ESCAPE '\\' OR description LIKE ${param(pattern)} ESCAPE '\\')`);
 				} else if (q.includes(SEARCH_SEPARATOR)) {
 					// The stored column joins the two by this separator: such a text is matched column by column.
 					const pattern = `%${escaped.toLowerCase()}%`;
