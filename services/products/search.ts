@@ -58,12 +58,22 @@ export function indexWord(text: string, sample: readonly SearchSample[] | undefi
 	return best.word;
 }
 
-/** pg_stats' row for the column, as its arrays read back as text[]. */
+/**
+ * How many of `rows` rows the sample expects to contain `text`: 0 when no sampled value holds it
+ * (fewer than about one row in a hundred, the share one histogram bound stands for).
+ */
+export function expectedMatches(text: string, sample: readonly SearchSample[], rows: number): number {
+	return estimateShare(text, sample) * rows;
+}
+
+/** pg_stats' row for the column, as its arrays read back as text[], and the table's row estimate. */
 export interface ColumnStats {
 	null_frac: number | null;
 	mcv: string[] | null;
 	mcf: number[] | null;
 	hist: string[] | null;
+	/** pg_class.reltuples: what ANALYZE last counted (-1 or 0 before it ever ran). */
+	rows?: number | null;
 }
 
 /**
@@ -83,10 +93,11 @@ export function sampleFromStats(stats: ColumnStats | undefined): SearchSample[] 
 	return sample.length ? sample : undefined;
 }
 
-/** The statement that reads the sample of column $2 of table $1 in the connection's schema. */
+/** The statement that reads the sample of column $2 of table $1 in the connection's schema, with the table's row estimate. */
 export const COLUMN_STATS_SQL =
-	"SELECT null_frac, most_common_vals::text::text[] AS mcv, most_common_freqs AS mcf, histogram_bounds::text::text[] AS hist " +
-	"FROM pg_stats WHERE schemaname = current_schema() AND tablename = $1 AND attname = $2";
+	"SELECT s.null_frac, s.most_common_vals::text::text[] AS mcv, s.most_common_freqs AS mcf, s.histogram_bounds::text::text[] AS hist, " +
+	"(SELECT c.reltuples::float8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = s.schemaname AND c.relname = s.tablename) AS rows " +
+	"FROM pg_stats s WHERE s.schemaname = current_schema() AND s.tablename = $1 AND s.attname = $2";
 
 /**
  * The sample, read again in the background when older than `ttlMs`: a search never waits for it,
@@ -94,6 +105,7 @@ export const COLUMN_STATS_SQL =
  */
 export class SearchStats {
 	private sample: SearchSample[] | undefined;
+	private rows = 0;
 	private readAt = -Infinity;
 	private reading: Promise<void> | undefined;
 
@@ -109,11 +121,18 @@ export class SearchStats {
 		return this.sample;
 	}
 
+	/** How many rows the sample expects to hold `text`; undefined without a sample or a row estimate. */
+	matches(text: string): number | undefined {
+		const sample = this.current();
+		return sample && this.rows > 0 ? expectedMatches(text, sample, this.rows) : undefined;
+	}
+
 	/** Reads the sample now (or joins the read under way). */
 	refresh(): Promise<void> {
 		this.reading ??= this.read()
 			.then(stats => {
 				this.sample = sampleFromStats(stats);
+				this.rows = Math.max(0, stats?.rows ?? 0);
 			}, this.onError)
 			.finally(() => {
 				this.readAt = Date.now();

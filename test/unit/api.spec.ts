@@ -197,6 +197,12 @@ describe("products", () => {
 		expect(page.body).toMatchObject({ total: 5, page: 2, pageSize: 2, totalPages: 3 });
 		expect(page.body.rows.map((r: { priceCents: number }) => r.priceCents)).toEqual([300, 400]);
 
+		// A search's page and total: a full page (the total from the search's own statement), and a
+		// page past the end, which still tells the total.
+		const searched = await http(base, "GET", "/api/products?q=lamp&category=lamps&pageSize=2&page=2&sort=-priceCents");
+		expect(searched.body).toMatchObject({ total: 5, page: 2, pageSize: 2, totalPages: 3 });
+		expect(searched.body.rows.map((r: { priceCents: number }) => r.priceCents)).toEqual([300, 200]);
+		expect((await http(base, "GET", "/api/products?q=lamp&category=lamps&pageSize=2&page=4")).body).toMatchObject({ rows: [], total: 5, totalPages: 3 });
 		const search = await http(base, "GET", "/api/products?q=LAMP%204");
 		expect(search.body.rows.map((r: { name: string }) => r.name)).toEqual(["Lamp 4"]);
 		const percent = await http(base, "GET", "/api/products?q=50%25");

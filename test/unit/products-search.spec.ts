@@ -2,7 +2,7 @@
  * services/products/search.ts: which word of a search text the trigram index is asked for, from
  * PostgreSQL's sample of the column, and how that sample is kept.
  */
-import { RARE_SHARE, SearchStats, estimateShare, indexWord, sampleFromStats, searchWords, type SearchSample } from "../../services/products/search";
+import { RARE_SHARE, SearchStats, estimateShare, expectedMatches, indexWord, sampleFromStats, searchWords, type SearchSample } from "../../services/products/search";
 
 /** 100 bench-like values, each a hundredth of the rows. */
 const bench: SearchSample[] = Array.from({ length: 100 }, (_, i) => ({ text: `bench product ${i * 997}\u001fa product seeded by the bench, number ${i * 997}`, share: 0.01 }));
@@ -54,6 +54,31 @@ describe("sample from pg_stats", () => {
 	it("is undefined for a column not analyzed yet", () => {
 		expect(sampleFromStats(undefined)).toBeUndefined();
 		expect(sampleFromStats({ null_frac: 0, mcv: null, mcf: null, hist: null })).toBeUndefined();
+	});
+});
+
+describe("expected matches", () => {
+	it("is the sampled share of the rows holding the text, times the rows", () => {
+		const sample: SearchSample[] = [
+			{ text: "bench product 1", share: 0.5 },
+			{ text: "bench product 2", share: 0.25 },
+			{ text: "kettle", share: 0.25 },
+		];
+		expect(expectedMatches("product", sample, 1000)).toBe(750);
+		expect(expectedMatches("product 2", sample, 1000)).toBe(250);
+		expect(expectedMatches("teapot", sample, 1000)).toBe(0);
+	});
+
+	it("comes from the last read, and is unknown before one or without a row estimate", async () => {
+		const stats = new SearchStats(async () => ({ null_frac: 0, mcv: ["kettle"], mcf: [0.1], hist: ["a kettle", "a pot"], rows: 1000 }), 60_000);
+		expect(stats.matches("kettle")).toBeUndefined();
+		await stats.refresh();
+		// "kettle" 10% of the rows, "a kettle" half of the other 90%.
+		expect(stats.matches("kettle")).toBeCloseTo(550);
+		expect(stats.matches("pan")).toBe(0);
+		const unanalyzed = new SearchStats(async () => ({ null_frac: 0, mcv: null, mcf: null, hist: ["a"], rows: -1 }), 60_000);
+		await unanalyzed.refresh();
+		expect(unanalyzed.matches("a")).toBeUndefined();
 	});
 });
 
