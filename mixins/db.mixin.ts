@@ -9,7 +9,7 @@ import path from "node:path";
 import DbService from "moleculer-db";
 import SequelizeAdapter from "moleculer-db-adapter-sequelize";
 import type { Context, ServiceSchema } from "moleculer";
-import { Sequelize, QueryInterface, ModelAttributes, ModelOptions, ModelStatic, Model, Transaction, type FindOptions } from "sequelize";
+import { Sequelize, QueryInterface, ModelAttributes, ModelOptions, ModelStatic, Model, Transaction } from "sequelize";
 import { Umzug, SequelizeStorage } from "umzug";
 import { getConfig, maskUrl } from "../lib/config";
 import { ServiceUnavailableError } from "../lib/errors";
@@ -46,12 +46,22 @@ export interface DbMethods {
 	transaction<T>(fn: (t: Transaction) => Promise<T>): Promise<T>;
 	/** One statement on the driver's connection, `$1`… placeholders (lib/sql.ts): for the hot paths. */
 	sql<R = Record<string, unknown>>(text: string, params?: unknown[], t?: Transaction, opts?: SqlOptions): Promise<SqlResult<R>>;
-	/**
-	 * Page `pageNo` of the model's rows matching `query` (where, order, replacements, raw), each
-	 * through `toItem`, with the list envelope's total: counted with the same where and
-	 * replacements only when the page cannot tell it (lib/params countedPage).
-	 */
-	findPage<T>(query: FindOptions & { replacements?: Record<string, unknown> }, pageNo: number, pageSize: number, toItem: (row: never) => T): Promise<Page<T>>;
+	/** Page `pageNo` of a list, as statements on the driver (PageQuery), each row through `toItem`. */
+	pageOf<R, T>(query: PageQuery, pageNo: number, pageSize: number, toItem: (row: R) => T): Promise<Page<T>>;
+}
+
+/**
+ * A list as statements on the driver: `SELECT <columns> FROM <from> ORDER BY <order>` with `values`
+ * for the `$n` placeholders in `from` (its table and WHERE). The page is that with LIMIT and
+ * OFFSET; the total, only when the page cannot tell it (lib/params countedPage), is
+ * `SELECT count(*) FROM <from>`: the same rows, counted.
+ */
+export interface PageQuery {
+	columns: string;
+	from: string;
+	order: string;
+	values?: unknown[];
+	opts?: SqlOptions;
 }
 
 /** A row as plain values, whether Sequelize answered a model instance or a raw row. */
@@ -240,16 +250,13 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 			sql<R>(this: DbMethods, text: string, params: unknown[] = [], t?: Transaction, opts?: SqlOptions): Promise<SqlResult<R>> {
 				return runSql<R>(this.sequelize, text, params, t, opts);
 			},
-			async findPage<T>(
-				this: DbMethods,
-				query: FindOptions & { replacements?: Record<string, unknown> },
-				pageNo: number,
-				pageSize: number,
-				toItem: (row: never) => T,
-			) {
-				const rows = await this.model.findAll({ ...query, limit: pageSize, offset: (pageNo - 1) * pageSize });
-				const count = () => this.model.count({ where: query.where, replacements: query.replacements } as Parameters<typeof this.model.count>[0]) as Promise<number>;
-				return countedPage(rows.map(r => toItem(r as never)), pageNo, pageSize, count);
+			async pageOf<R, T>(this: DbMethods, query: PageQuery, pageNo: number, pageSize: number, toItem: (row: R) => T): Promise<Page<T>> {
+				const { columns, from, order, values = [], opts } = query;
+				const n = values.length;
+				const page = `SELECT ${columns} FROM ${from} ORDER BY ${order} LIMIT $${n + 1} OFFSET $${n + 2}`;
+				const { rows } = await this.sql<R>(page, [...values, pageSize, (pageNo - 1) * pageSize], undefined, opts);
+				const count = async () => Number((await this.sql<{ n: number | string }>(`SELECT count(*) AS n FROM ${from}`, values, undefined, opts)).rows[0].n);
+				return countedPage(rows.map(toItem), pageNo, pageSize, count);
 			},
 			/** On the driver's connection (lib/sql.ts runTransaction; on SQLite in the process's write queue); `t` works for model calls too. */
 			transaction<T>(this: DbMethods, fn: (t: Transaction) => Promise<T>): Promise<T> {

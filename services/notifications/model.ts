@@ -41,6 +41,11 @@ export interface Notification {
 	sentAt: string | null;
 }
 
+/** The columns of a NotificationRow, for the statements written by hand (lib/sql.ts). */
+export const NOTIFICATION_COLUMNS =
+	'id, user_id AS "userId", event_id AS "eventId", type, order_id AS "orderId", channel, subject, body, status, attempts, ' +
+	'locked_until AS "lockedUntil", last_error AS "lastError", created_at AS "createdAt", sent_at AS "sentAt"';
+
 export const NotificationModel: ModelDefinition = {
 	name: "notification",
 	define: {

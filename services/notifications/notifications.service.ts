@@ -25,7 +25,7 @@ import { DbMixin, plainRow, type DbMethods, type DbSettings } from "../../mixins
 import { EmailChannel, LogChannel, isPermanentSendError, type NotificationChannel, type Recipient } from "./channels";
 import { composeNotification, type NotificationDraft } from "./messages";
 import { migrations } from "./migrations";
-import { NotificationModel, type ChannelName, type Notification, type NotificationRow } from "./model";
+import { NOTIFICATION_COLUMNS, NotificationModel, type ChannelName, type Notification, type NotificationRow } from "./model";
 
 export interface NotificationsSettings extends DbSettings {
 	/** SMTP_URL: email through nodemailer; unset, notifications go to the log. */
@@ -350,9 +350,8 @@ const NotificationsService: ServiceSchema<NotificationsSettings> = {
 
 		/** Only what went out (or failed for good): a pending notification is not one yet (API.md's status is sent | failed). */
 		async listNotifications(this: NotificationsThis, userId: number, { page, pageSize }: ListParams): Promise<ListResult<Notification>> {
-			const where = { userId, status: { [Op.in]: ["sent", "failed"] } };
-			const order = [["createdAt", "DESC"], ["id", "DESC"]] as [string, string][];
-			return this.findPage({ where, order }, page, pageSize, (r: Model) => this.toNotification(r));
+			const from = "notifications WHERE user_id = $1 AND status IN ('sent', 'failed')";
+			return this.pageOf({ columns: NOTIFICATION_COLUMNS, from, order: "created_at DESC, id DESC", values: [userId] }, page, pageSize, (r: NotificationRow) => this.toNotification(r));
 		},
 
 		toNotification(row: Model | NotificationRow): Notification {

@@ -198,10 +198,10 @@ const OrdersService: ServiceSchema<OrdersSettings> = {
 			async handler(this: OrdersThis, ctx: Context<{ page: number; pageSize: number }, OrdersMeta>) {
 				const user = requireUser(ctx);
 				const { pageSize } = ctx.params;
-				const where = user.role === "admin" ? {} : { userId: user.id };
+				const own = user.role !== "admin";
 				// A customer's history newest first: the orders_user_history index, in its order.
-				const query = { where, order: [["createdAt", "DESC"], ["id", "DESC"]] as [string, string][], raw: true };
-				return this.findPage(query, ctx.params.page, pageSize, (r: OrderRow) => this.toOrder(r));
+				const query = { columns: ORDER_COLUMNS, from: own ? "orders WHERE user_id = $1" : "orders", order: "created_at DESC, id DESC", values: own ? [user.id] : [] };
+				return this.pageOf(query, ctx.params.page, pageSize, (r: OrderRow) => this.toOrder(r));
 			},
 		},
 

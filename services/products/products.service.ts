@@ -369,10 +369,8 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 				// within this page reads its few matches, and its page then tells the total. Such a
 				// search on PostgreSQL sorts by a key no index serves (model.ts searchSortKey).
 				const key = q ? searchSortKey(column) : column;
-				const text = `SELECT ${PRODUCT_COLUMNS} FROM products${where} ${order(key, "id")} LIMIT ${param(pageSize)} OFFSET ${param((page - 1) * pageSize)}`;
-				const { rows } = await this.sql<ProductRow>(text, values, undefined, opts);
-				const count = async () => Number((await this.sql<{ n: number | string }>(countText, filterValues, undefined, opts)).rows[0].n);
-				return countedPage(rows.map(r => this.toProduct(r)), page, pageSize, count);
+				const query = { columns: PRODUCT_COLUMNS, from: `products${where}`, order: `${key} ${direction}, id ${direction}`, values, opts };
+				return this.pageOf(query, page, pageSize, (r: ProductRow) => this.toProduct(r));
 			}
 			// Any other search reads every match for a full page anyway (the text is no sort order),
 			// and the page cannot tell the total: the matches are found once, as ids and sort keys,

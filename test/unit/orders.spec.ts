@@ -184,6 +184,11 @@ describe("reading and cancelling", () => {
 		expect(mine.status).toBe(200);
 		expect(mine.body.rows.map((o: { id: string }) => o.id)).toEqual([second.id, placed.id]);
 		expect(mine.body.rows.every((o: { userId: number }) => o.userId === mine.body.rows[0].userId)).toBe(true);
+		// A full page is counted; the next page and one past the end carry the same total.
+		expect(mine.body.total).toBeGreaterThanOrEqual(2);
+		const next = await http(base, "GET", "/api/orders?pageSize=1&page=2", { token: alice });
+		expect(next.body).toMatchObject({ total: mine.body.total, page: 2, pageSize: 1, totalPages: mine.body.total, rows: [expect.objectContaining({ id: placed.id })] });
+		expect((await http(base, "GET", "/api/orders?pageSize=1&page=1000", { token: alice })).body).toMatchObject({ total: mine.body.total, rows: [] });
 		const theirs = await http(base, "GET", "/api/orders", { token: bob });
 		expect(theirs.body.rows.map((o: { id: string }) => o.id)).not.toContain(placed.id);
 		const all = await http(base, "GET", "/api/orders?pageSize=100", { token: admin });
