@@ -23,10 +23,17 @@ import { countMetric, METRICS } from "../lib/metrics";
 export type CacheStatus = "HIT" | "MISS";
 export interface CacheMeta {
 	$cache?: CacheStatus;
+	/**
+	 * Set by the gateway on a route whose answer it only sends on as JSON: the action may answer
+	 * a cache hit as the entry's stored JSON text (cachedEntity's `asText`) instead of an object.
+	 */
+	$jsonText?: boolean;
 }
 
 interface CacherLike {
 	get(key: string): Promise<unknown>;
+	/** The entry's stored JSON text, where the cacher keeps JSON (lib/redis-cacher). */
+	getText?(key: string): Promise<string | null>;
 	set(key: string, value: unknown, ttl?: number): Promise<unknown>;
 	del(key: string | string[]): Promise<unknown>;
 	lock(key: string, ttl?: number): Promise<() => Promise<unknown>>;
@@ -40,7 +47,12 @@ export interface CacheSettings {
 }
 
 export interface CacheMethods {
-	cachedEntity<T>(ctx: Context<unknown, CacheMeta>, id: number | string, load: () => Promise<T | null>): Promise<T | null>;
+	/**
+	 * The entity from the cache, or loaded and cached. `asText`: a hit from a cacher that stores
+	 * JSON text (Redis) answers that text as it is, for a caller that sends it on as JSON; a miss,
+	 * or a cacher keeping objects (Memory), answers the object.
+	 */
+	cachedEntity<T>(ctx: Context<unknown, CacheMeta>, id: number | string, load: () => Promise<T | null>, asText?: boolean): Promise<T | string | null>;
 	cachedList<T>(ctx: Context<unknown, CacheMeta>, params: Record<string, unknown>, load: () => Promise<T>): Promise<T>;
 	invalidateEntities(ids: Array<number | string>): Promise<void>;
 }
@@ -50,7 +62,7 @@ interface CacheThis {
 	broker: ServiceBroker & { cacher?: CacherLike };
 	settings: CacheSettings;
 	logger: { warn(...a: unknown[]): void };
-	cacheFill<T>(key: string, ctx: Context<unknown, CacheMeta>, load: () => Promise<T>): Promise<T>;
+	cacheFill<T>(key: string, ctx: Context<unknown, CacheMeta>, load: () => Promise<T>, asText?: boolean): Promise<T | string>;
 	invalidateLocally(ids: Array<number | string>): Promise<void>;
 }
 
@@ -75,8 +87,8 @@ export const CacheMixin: Partial<ServiceSchema> = {
 	},
 
 	methods: {
-		cachedEntity<T>(this: CacheThis, ctx: Context<unknown, CacheMeta>, id: number | string, load: () => Promise<T | null>) {
-			return this.cacheFill(`${this.name}:entity:${id}`, ctx, load);
+		cachedEntity<T>(this: CacheThis, ctx: Context<unknown, CacheMeta>, id: number | string, load: () => Promise<T | null>, asText = false) {
+			return this.cacheFill(`${this.name}:entity:${id}`, ctx, load, asText);
 		},
 
 		async cachedList<T>(this: CacheThis, ctx: Context<unknown, CacheMeta>, params: Record<string, unknown>, load: () => Promise<T>) {
@@ -86,14 +98,14 @@ export const CacheMixin: Partial<ServiceSchema> = {
 			return this.cacheFill(`${this.name}:list:${generation}:${JSON.stringify(params)}`, ctx, load);
 		},
 
-		async cacheFill<T>(this: CacheThis, key: string, ctx: Context<unknown, CacheMeta>, load: () => Promise<T>): Promise<T> {
+		async cacheFill<T>(this: CacheThis, key: string, ctx: Context<unknown, CacheMeta>, load: () => Promise<T>, asText = false): Promise<T | string> {
 			const cacher = this.broker.cacher;
 			if (!cacher) {
 				// CACHER=off: every read is a miss.
 				markCache(this, ctx, "MISS");
 				return load();
 			}
-			const cached = await cacher.get(key);
+			const cached = asText && cacher.getText ? await cacher.getText(key) : await cacher.get(key);
 			if (cached != null) {
 				markCache(this, ctx, "HIT");
 				return cached as T;

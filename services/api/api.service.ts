@@ -48,6 +48,8 @@ interface AuthUser {
 interface GatewayMeta {
 	user?: AuthUser | null;
 	$cache?: "HIT" | "MISS";
+	/** CacheMeta.$jsonText: this route's action may answer JSON text. */
+	$jsonText?: boolean;
 	$statusCode?: number;
 	$location?: string;
 	$responseType?: string;
@@ -227,6 +229,7 @@ const ApiService: ServiceSchema<ApiSettings> = {
 					// refused here for every route, naming the field.
 					const nul = nulField((req as { $params?: unknown }).$params, "");
 					if (nul !== undefined) throw new ValidationFailedError([{ field: nul || "body", message: "Text must not contain a NUL character." }]);
+					if (req.$action && ROUTE_BY_ACTION.get(req.$action.name)?.jsonText) ctx.meta.$jsonText = true;
 					if (req.$action?.name === "orders.create") {
 						const key = req.headers["idempotency-key"];
 						if (key !== undefined) ctx.meta.idempotencyKey = Array.isArray(key) ? key.join(",") : key;

@@ -22,6 +22,8 @@ export interface RouteSpec {
 	errors?: number[];
 	/** The success body's media type when it is not JSON. */
 	produces?: "text/event-stream";
+	/** The action may answer JSON text, sent on as it is (a cache hit as Redis stores it: CacheMeta.$jsonText). */
+	jsonText?: true;
 }
 
 export const ROUTES: RouteSpec[] = [
@@ -30,7 +32,7 @@ export const ROUTES: RouteSpec[] = [
 	{ method: "GET", path: "/users/me", action: "users.me", access: "user", summary: "The caller's account", tag: "users", response: "User", errors: [401] },
 
 	{ method: "GET", path: "/products", action: "products.list", access: "public", summary: "List and search the catalog", tag: "products", response: "ProductList", paramsIn: "query" },
-	{ method: "GET", path: "/products/:id", action: "products.get", access: "public", summary: "One product (X-Cache: HIT | MISS)", tag: "products", response: "Product", errors: [404] },
+	{ method: "GET", path: "/products/:id", action: "products.get", access: "public", summary: "One product (X-Cache: HIT | MISS)", tag: "products", response: "Product", errors: [404], jsonText: true },
 	{ method: "POST", path: "/products", action: "products.create", access: "admin", status: 201, summary: "Create a product", tag: "products", response: "Product", paramsIn: "body", errors: [401, 403, 409] },
 	{ method: "PATCH", path: "/products/:id", action: "products.update", access: "admin", summary: "Change a product; every cached copy is gone before the answer", tag: "products", response: "Product", paramsIn: "body", errors: [401, 403, 404, 409] },
 	{ method: "DELETE", path: "/products/:id", action: "products.remove", access: "admin", status: 204, summary: "Delete a product", tag: "products", errors: [401, 403, 404] },

@@ -45,6 +45,9 @@ export interface ListResult<T> {
 type ProductInput = Omit<Product, "id" | "createdAt" | "updatedAt">;
 
 /** The only orders a client may ask for, mapped to columns (no client text reaches ORDER BY). */
+/** The media type moleculer-web gives an object it writes out as JSON: a JSON text answered as it is gets the same. */
+const JSON_TYPE = "application/json; charset=utf-8";
+
 const SORTS = {
 	createdAt: ["created_at", "ASC"],
 	"-createdAt": ["created_at", "DESC"],
@@ -121,8 +124,10 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 		get: {
 			params: { id: idParam, $$strict: true },
 			async handler(this: ProductsThis, ctx: Context<{ id: number }, CacheMeta>) {
-				const product = await this.cachedEntity(ctx, ctx.params.id, () => this.findProduct(ctx.params.id));
+				const product = await this.cachedEntity(ctx, ctx.params.id, () => this.findProduct(ctx.params.id), ctx.meta.$jsonText === true);
 				if (!product) throw new NotFoundError("Product", ctx.params.id);
+				// A hit from Redis, for the gateway: the stored JSON, sent on as it is.
+				if (typeof product === "string") (ctx.meta as { $responseType?: string }).$responseType = JSON_TYPE;
 				return product;
 			},
 		},

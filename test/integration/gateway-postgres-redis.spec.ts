@@ -119,6 +119,24 @@ describe("gateway on PostgreSQL and Redis", () => {
 		const second = await http(base, "GET", `/api/products/${created.id}`);
 		expect(second.headers.get("x-cache")).toBe("HIT");
 		expect(second.body).toEqual(created);
+		expect(second.headers.get("content-type")).toBe("application/json; charset=utf-8");
+		expect(second.text).toBe(first.text);
+	});
+
+	it("sends a hit on as Redis stores it, never parsed and written again; a call inside the cluster gets the object", async () => {
+		const created = await createProduct({ name: "Cezve" });
+		expect((await http(base, "GET", `/api/products/${created.id}`)).headers.get("x-cache")).toBe("MISS");
+		// The same JSON, spaced as JSON.stringify never writes it: only a text sent on as stored
+		// arrives spaced; parsed and written again it would come out compact.
+		const spaced = JSON.stringify(await cachedValue(redis!, entityKey(created.id)), null, 1);
+		await redis!.set(entityKey(created.id), spaced, "KEEPTTL");
+		const hit = await http(base, "GET", `/api/products/${created.id}`);
+		expect(hit.headers.get("x-cache")).toBe("HIT");
+		expect(hit.headers.get("content-type")).toBe("application/json; charset=utf-8");
+		expect(hit.text).toBe(spaced);
+		expect(hit.body).toEqual(created);
+		// products.get called by a service, not the gateway: the product as an object.
+		expect(await broker!.call("products.get", { id: created.id })).toEqual(created);
 	});
 
 	it("serves the new value after a PATCH: the Redis entry is gone before the answer, the next GET is a MISS", async () => {
