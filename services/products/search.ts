@@ -13,6 +13,10 @@
  * How rare a word is comes from PostgreSQL's own sample of the column (pg_stats: its most common
  * values with their shares, and the histogram's bounds for the rest), which ANALYZE and autovacuum
  * keep; the planner estimates a LIKE from the same sample.
+ *
+ * The same sample tells how many products a search will match, which decides the shape of its
+ * statements in products.list (its page alone, or page and total in one). SQLite keeps no sample,
+ * so there the service draws one (SQLITE_SAMPLE_SQL) for that guess alone.
  */
 
 /** A sampled value of the search column and the share of the rows it stands for. */
@@ -100,6 +104,18 @@ export const COLUMN_STATS_SQL =
 	"FROM pg_stats s WHERE s.schemaname = current_schema() AND s.tablename = $1 AND s.attname = $2";
 
 /**
+ * SQLite keeps no sample of a column: the service draws one, SQLITE_SAMPLE_ROWS rows at random,
+ * each standing for an equal share of the rows as a histogram bound does (sqliteStats).
+ */
+export const SQLITE_SAMPLE_ROWS = 100;
+export const SQLITE_SAMPLE_SQL = `SELECT lower(name) || char(31) || lower(description) AS text FROM products ORDER BY random() LIMIT ${SQLITE_SAMPLE_ROWS}`;
+
+/** SQLite's drawn sample and row count in pg_stats' shape. */
+export function sqliteStats(texts: string[], rows: number): ColumnStats {
+	return { null_frac: 0, mcv: null, mcf: null, hist: texts, rows };
+}
+
+/**
  * The sample, read again in the background when older than `ttlMs`: a search never waits for it,
  * and one read at a time. A failed read keeps the last sample (a stale one only costs time).
  */
@@ -125,6 +141,12 @@ export class SearchStats {
 	matches(text: string): number | undefined {
 		const sample = this.current();
 		return sample && this.rows > 0 ? expectedMatches(text, sample, this.rows) : undefined;
+	}
+
+	/** The share of the rows the sample expects to hold `text`; undefined without a sample. */
+	share(text: string): number | undefined {
+		const sample = this.current();
+		return sample ? estimateShare(text, sample) : undefined;
 	}
 
 	/** Reads the sample now (or joins the read under way). */
