@@ -33,6 +33,13 @@ export class SafeRedisCacher extends Cachers.Redis {
 	available = false;
 	/** Every node shares one Redis, so one clean reaches what every node reads. */
 	readonly shared = true;
+	/**
+	 * Changes each time the cacher goes down or comes back. A fill that read the database while
+	 * the outage began or ended stores nothing (mixins/cache.mixin): across an outage no lock
+	 * ordered it with the writers, whose deletes the outage skipped and the recovery's flush has
+	 * already made, so its value may be older than a write already answered.
+	 */
+	epoch = 0;
 	declare logger: LoggerInstance;
 	declare client: Redis;
 	private needsFlush = false;
@@ -149,6 +156,7 @@ export class SafeRedisCacher extends Cachers.Redis {
 
 	/** Moleculer's own cache middleware (an action's `cache:` option) reads `connected`. */
 	private setAvailable(available: boolean): void {
+		if (available !== this.available) this.epoch++;
 		this.available = available;
 		(this as unknown as { connected: boolean }).connected = available;
 	}

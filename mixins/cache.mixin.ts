@@ -34,6 +34,8 @@ interface CacherLike {
 	get(key: string): Promise<unknown>;
 	/** The entry's stored JSON text, where the cacher keeps JSON (lib/redis-cacher). */
 	getText?(key: string): Promise<string | null>;
+	/** Changes when the cacher goes down or comes back (lib/redis-cacher); none on Memory. */
+	readonly epoch?: number;
 	set(key: string, value: unknown, ttl?: number): Promise<unknown>;
 	del(key: string | string[]): Promise<unknown>;
 	lock(key: string, ttl?: number): Promise<() => Promise<unknown>>;
@@ -125,9 +127,12 @@ export const CacheMixin: Partial<ServiceSchema> = {
 					markCache(this, ctx, "HIT");
 					return filled as T;
 				}
+				// Stored only if the cache neither went down nor came back while the database was read:
+				// across an outage no lock orders this fill with the writers (lib/redis-cacher epoch).
+				const epoch = cacher.epoch;
 				const value = await load();
 				// Absent rows are not cached: a 404 stays cheap enough and never outlives a create.
-				if (value != null) await cacher.set(key, value, this.settings.cacheTtlSeconds);
+				if (value != null && cacher.epoch === epoch) await cacher.set(key, value, this.settings.cacheTtlSeconds);
 				markCache(this, ctx, "MISS");
 				return value;
 			} finally {

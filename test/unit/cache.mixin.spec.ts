@@ -109,6 +109,23 @@ it("never keeps a fill that read the row before a write committed", async () => 
 	expect((await call("get", { id: 1 })).result).toEqual({ id: 1, value: "new" });
 });
 
+it("stores nothing from a fill during which the cacher went down or came back", async () => {
+	db.set(1, { id: 1, value: "old" });
+	const cacher = broker.cacher as unknown as { epoch?: number };
+	cacher.epoch = 0;
+	let open!: () => void;
+	gate = new Promise(r => (open = r));
+	// The fill reads "old"; meanwhile Redis goes away and comes back (lib/redis-cacher's epoch
+	// moves on twice), and a write commits "new" whose delete the outage skipped.
+	const slowRead = call("get", { id: 1 });
+	await new Promise(r => setTimeout(r, 10));
+	db.set(1, { id: 1, value: "new" });
+	cacher.epoch += 2;
+	open();
+	expect((await slowRead).result).toEqual({ id: 1, value: "old" });
+	expect(await call("get", { id: 1 })).toEqual({ result: { id: 1, value: "new" }, cache: "MISS" });
+});
+
 it("never keeps a list filled before a write committed", async () => {
 	db.set(1, { id: 1, value: "old" });
 	let open!: () => void;
