@@ -48,6 +48,8 @@ export interface DbMethods {
 	sql<R = Record<string, unknown>>(text: string, params?: unknown[], t?: Transaction, opts?: SqlOptions): Promise<SqlResult<R>>;
 	/** Page `pageNo` of a list, as statements on the driver (PageQuery), each row through `toItem`. */
 	pageOf<R, T>(query: PageQuery, pageNo: number, pageSize: number, toItem: (row: R) => T): Promise<Page<T>>;
+	/** `SELECT count(*) FROM <from>` (a PageQuery's table and WHERE) on the driver. */
+	countOf(from: string, values?: unknown[], opts?: SqlOptions): Promise<number>;
 }
 
 /**
@@ -255,8 +257,10 @@ export function DbMixin(opts: { model: ModelDefinition; migrations: Migration[] 
 				const n = values.length;
 				const page = `SELECT ${columns} FROM ${from} ORDER BY ${order} LIMIT $${n + 1} OFFSET $${n + 2}`;
 				const { rows } = await this.sql<R>(page, [...values, pageSize, (pageNo - 1) * pageSize], undefined, opts);
-				const count = async () => Number((await this.sql<{ n: number | string }>(`SELECT count(*) AS n FROM ${from}`, values, undefined, opts)).rows[0].n);
-				return countedPage(rows.map(toItem), pageNo, pageSize, count);
+				return countedPage(rows.map(toItem), pageNo, pageSize, () => this.countOf(from, values, opts));
+			},
+			async countOf(this: DbMethods, from: string, values: unknown[] = [], opts?: SqlOptions): Promise<number> {
+				return Number((await this.sql<{ n: number | string }>(`SELECT count(*) AS n FROM ${from}`, values, undefined, opts)).rows[0].n);
 			},
 			/** On the driver's connection (lib/sql.ts runTransaction; on SQLite in the process's write queue); `t` works for model calls too. */
 			transaction<T>(this: DbMethods, fn: (t: Transaction) => Promise<T>): Promise<T> {

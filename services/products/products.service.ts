@@ -397,15 +397,14 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 			// 0.8 ms count, against 3.5 as one), hence its sample's guess. Materialized, the matches
 			// are never planned as a walk along the sort column's index either. Only a page past the
 			// end, with no row to carry the total, counts on its own.
-			const filterValues = [...values];
+			const n = values.length;
 			const order = (k: string, id: string) => `ORDER BY ${k} ${direction}, ${id} ${direction}`;
 			const text =
 				`WITH found AS MATERIALIZED (SELECT id, ${column} AS k FROM products${where}), ` +
-				`shown AS (SELECT id, k FROM found ${order("k", "id")} LIMIT ${param(pageSize)} OFFSET ${param((page - 1) * pageSize)}) ` +
+				`shown AS (SELECT id, k FROM found ${order("k", "id")} LIMIT $${n + 1} OFFSET $${n + 2}) ` +
 				`SELECT (SELECT count(*) FROM found) AS total, ${PRODUCT_COLUMNS} FROM shown JOIN products USING (id) ${order("shown.k", "shown.id")}`;
-			const { rows } = await this.sql<ProductRow & { total: number | string }>(text, values, undefined, opts);
-			const count = async () =>
-				Number(rows.length ? rows[0].total : (await this.sql<{ n: number | string }>(`SELECT count(*) AS n FROM products${where}`, filterValues, undefined, opts)).rows[0].n);
+			const { rows } = await this.sql<ProductRow & { total: number | string }>(text, [...values, pageSize, (page - 1) * pageSize], undefined, opts);
+			const count = async () => (rows.length ? Number(rows[0].total) : this.countOf(`products${where}`, values, opts));
 			return countedPage(rows.map(r => this.toProduct(r)), page, pageSize, count);
 		},
 	},
