@@ -5,7 +5,12 @@
  * variant's process, and of its main thread alone (the rest is V8's and libuv's helper threads:
  * garbage collection, optimising compilers, the SQLite pool).
  *
- *   npx ts-node --transpile-only bench/ab.ts [--rounds 4] [--duration 4] [--warmup 2] [--idle 0] <variant>...
+ *   npx ts-node --transpile-only bench/ab.ts [--rounds 4] [--duration 4] [--warmup 2] [--idle 0] [--instances 1] <variant>...
+ *
+ * `--instances N` starts each variant N times (A B A B … in turn) and reports, besides each
+ * process, the mean of its processes' medians. One process per variant can mislead: two processes
+ * of the same build, measured in the same rounds, stay 5-15% apart for as long as they run
+ * (each process's own JIT and heap history), which is more than most changes are worth.
  *
  * A variant is a directory holding a built copy (`dist/`, `package.json`, `node_modules/`, as
  * `npm run build` leaves them), optionally followed by `|` and JSON of more environment:
@@ -37,6 +42,7 @@ const DURATION = option("duration", 4);
 const WARMUP = option("warmup", 2);
 /** Seconds every variant sits idle between its start (seeded, read once) and the warm-up. */
 const IDLE = option("idle", 0);
+const INSTANCES = option("instances", 1);
 if (args.length === 0) throw new Error("name at least one variant: a directory with a built copy, optionally |{json env}");
 
 interface Variant {
@@ -72,7 +78,7 @@ async function start(spec: string, index: number): Promise<Variant> {
 (async () => {
 	const variants: Variant[] = [];
 	try {
-		for (const spec of args) variants.push(await start(spec, variants.length));
+		for (let i = 0; i < INSTANCES; i++) for (const spec of args) variants.push(await start(spec, variants.length));
 		await new Promise(resolve => setTimeout(resolve, IDLE * 1000));
 		const load = getLoad(PRODUCTS, "uniform");
 		const run = (port: number, seconds: number) =>
@@ -93,10 +99,16 @@ async function start(spec: string, index: number): Promise<Variant> {
 				v.cpu.push(((all1 - all0) * 1e6) / r.requests.total);
 				console.log(`round ${round} ${v.name}: ${r.requests.average} req/s, CPU ${perReq(all1 - all0)} µs/req (main thread ${perReq(main1 - main0)}), non-2xx ${r.non2xx}`);
 			}
+		const medians = new Map<string, number[]>();
 		for (const v of variants) {
 			const sorted = [...v.cpu].sort((a, b) => a - b);
-			console.log(`${v.name}: CPU µs/req median ${sorted[Math.floor(sorted.length / 2)].toFixed(1)}, range ${sorted[0].toFixed(1)}-${sorted[sorted.length - 1].toFixed(1)}`);
+			const median = sorted[Math.floor(sorted.length / 2)];
+			medians.set(v.name, [...(medians.get(v.name) ?? []), median]);
+			console.log(`${v.name}: CPU µs/req median ${median.toFixed(1)}, range ${sorted[0].toFixed(1)}-${sorted[sorted.length - 1].toFixed(1)}`);
 		}
+		if (INSTANCES > 1)
+			for (const [name, m] of medians)
+				console.log(`${name}: ${m.length} processes, mean of their medians ${(m.reduce((a, b) => a + b, 0) / m.length).toFixed(1)} µs/req (${m.map(x => x.toFixed(1)).join(", ")})`);
 	} finally {
 		for (const v of variants) {
 			v.proc.kill();
