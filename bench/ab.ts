@@ -30,6 +30,7 @@ import autocannon from "autocannon";
 import { benchEnv, seedProducts, sweep, waitHttp } from "./targets";
 import { cpuSeconds, freePort } from "./common";
 import { getLoad } from "./scenarios";
+import { deleteKeysWithPrefix } from "../test/support/redis";
 
 const PRODUCTS = 2000;
 const args = process.argv.slice(2);
@@ -50,6 +51,8 @@ interface Variant {
 	port: number;
 	proc: ChildProcess;
 	dataDir: string;
+	/** Its Redis keys (with CACHER set) are `carsi-<namespace>-…`. */
+	namespace: string;
 	cpu: number[];
 }
 
@@ -58,11 +61,12 @@ async function start(spec: string, index: number): Promise<Variant> {
 	const root = path.resolve(dir);
 	const port = await freePort();
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "carsi-ab-"));
+	const namespace = `ab${randomBytes(3).toString("hex")}`;
 	const env: Record<string, string> = {
 		PATH: process.env.PATH ?? "",
 		HOME: process.env.HOME ?? "",
 		SERVICEDIR: "dist/services",
-		...benchEnv({ dataDir, port, namespace: `ab${randomBytes(3).toString("hex")}` }),
+		...benchEnv({ dataDir, port, namespace }),
 		...(extra ? (JSON.parse(extra) as Record<string, string>) : {}),
 	};
 	const out = process.env.OUT ? fs.openSync(`${process.env.OUT}-${index}`, "w") : "ignore";
@@ -72,7 +76,7 @@ async function start(spec: string, index: number): Promise<Variant> {
 	await waitHttp(`http://127.0.0.1:${port}/ready`, 60_000, () => (proc.exitCode !== null ? `${spec} exited` : undefined));
 	await seedProducts({ kind: "sqlite", file: path.join(dataDir, "products.sqlite") }, 1, PRODUCTS);
 	await sweep({ name: spec, port }, PRODUCTS, 50);
-	return { name: spec, port, proc, dataDir, cpu: [] };
+	return { name: spec, port, proc, dataDir, namespace, cpu: [] };
 }
 
 (async () => {
@@ -111,8 +115,12 @@ async function start(spec: string, index: number): Promise<Variant> {
 				console.log(`${name}: ${m.length} processes, mean of their medians ${(m.reduce((a, b) => a + b, 0) / m.length).toFixed(1)} µs/req (${m.map(x => x.toFixed(1)).join(", ")})`);
 	} finally {
 		for (const v of variants) {
+			const exited = new Promise(resolve => (v.proc.exitCode !== null || v.proc.signalCode !== null ? resolve(null) : v.proc.once("exit", resolve)));
 			v.proc.kill();
+			await exited;
 			fs.rmSync(v.dataDir, { recursive: true, force: true });
+			// With CACHER=redis://… a variant leaves its cache behind (an hour's TTL).
+			await deleteKeysWithPrefix(`carsi-${v.namespace}-`);
 		}
 	}
 	process.exit(0);
