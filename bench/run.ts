@@ -87,6 +87,7 @@ const FACTORIES: Record<string, () => Target> = {
 	distributed: () => cluster(OPTS, "distributed", SERVERS.rabbitmq, "npm run cluster: 5 processes over RabbitMQ (AMQP), Redis cacher, PostgreSQL"),
 	"distributed-nats": () => cluster(OPTS, "distributed-nats", "nats://127.0.0.1:4222", "the same cluster on the NATS transporter (events still on RabbitMQ)"),
 	"distributed-redis": () => cluster(OPTS, "distributed-redis", SERVERS.redis, "the same cluster on the Redis transporter (events still on RabbitMQ)"),
+	"distributed-nocache": () => cluster(OPTS, "distributed-nocache", SERVERS.rabbitmq, "the cluster on AMQP with CACHER=off: PostgreSQL on every read", { CACHER: "off" }),
 };
 
 interface Planned {
@@ -111,6 +112,7 @@ const FULL_PLAN: Record<ScenarioName, Array<[string, Array<Distribution | "-">]>
 		["base-pg", ["uniform"]],
 		["embedded-nocache", ["uniform"]],
 		["pg-nocache", ["uniform"]],
+		["distributed-nocache", ["uniform"]],
 	],
 	list: [
 		["embedded", ["-"]],
@@ -120,6 +122,7 @@ const FULL_PLAN: Record<ScenarioName, Array<[string, Array<Distribution | "-">]>
 	"list-uncached": [
 		["embedded-nocache", ["-"]],
 		["pg-nocache", ["-"]],
+		["distributed-nocache", ["-"]],
 	],
 	order: [
 		["base-pg", ["-"]],
@@ -139,6 +142,8 @@ const SMOKE_TARGETS = ["base-node-redis", "base-pg", "embedded", "embedded-nocac
 const CUSTOMERS = SMOKE ? 5 : 50;
 /** Measured in their own phase, beside the AMQP cluster, once the main phase's targets are stopped. */
 const LATE_TARGETS = ["distributed-nats", "distributed-redis"];
+/** The uncached cluster comes last, alone: a fifth cluster would take PostgreSQL past its connections. */
+const LAST_TARGETS = ["distributed-nocache"];
 
 function plan(): Planned[] {
 	const only = process.argv.includes("--targets") ? arg("targets", "").split(",") : SMOKE ? SMOKE_TARGETS : undefined;
@@ -420,9 +425,11 @@ async function main(): Promise<number> {
 		// Phases bound what runs at once (PostgreSQL's 100 connections, two cores): each starts its
 		// targets, measures its plan twice interleaved, and stops what the next phase does not use.
 		const late = new Set(LATE_TARGETS);
+		const last = new Set(LAST_TARGETS);
 		const phases: Array<{ name: string; plan: Planned[] }> = [
-			{ name: "main", plan: planned.filter(p => !late.has(p.target)) },
+			{ name: "main", plan: planned.filter(p => !late.has(p.target) && !last.has(p.target)) },
 			{ name: "transporters", plan: planned.filter(p => late.has(p.target) || (p.target === "distributed" && p.scenario === "get" && p.distribution === "uniform" && planned.some(q => late.has(q.target)))) },
+			{ name: "uncached cluster", plan: planned.filter(p => last.has(p.target)) },
 		];
 		const up = new Set<string>();
 		for (const { name, plan: phasePlan } of phases) {

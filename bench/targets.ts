@@ -359,7 +359,8 @@ export function oneProcess(o: TargetOptions, opts: OursOptions): Target {
 }
 
 /** node dist/lib/cluster.js: one process per service, Redis cacher, PostgreSQL, on a transporter. */
-export function cluster(o: TargetOptions, name: string, transporter: string, describe: string): Target {
+/** `npm run cluster` as a target; `env` is more environment for its nodes (before --env's). */
+export function cluster(o: TargetOptions, name: string, transporter: string, describe: string, env: Record<string, string> = {}): Target {
 	let proc: ChildProcess | undefined;
 	let out = "";
 	const ns = `${o.ns}_${name.replace(/-/g, "_")}`;
@@ -374,7 +375,7 @@ export function cluster(o: TargetOptions, name: string, transporter: string, des
 		store: service => ({ kind: "pg", url: pgUrl(`${dbPrefix}_${service}`) }),
 		async start() {
 			t.port = await freePort();
-			const env: NodeJS.ProcessEnv = {
+			const nodeEnv: NodeJS.ProcessEnv = {
 				PATH: process.env.PATH,
 				HOME: process.env.HOME,
 				...benchEnv({ port: t.port, namespace: ns }),
@@ -385,9 +386,10 @@ export function cluster(o: TargetOptions, name: string, transporter: string, des
 				CACHER: SERVERS.redis,
 				JWT_SECRET: randomBytes(24).toString("hex"),
 				CLUSTER_STOP_TIMEOUT_MS: "10000",
+				...env,
 				...o.env,
 			};
-			proc = spawn(process.execPath, [path.join(ROOT, "dist/lib/cluster.js")], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+			proc = spawn(process.execPath, [path.join(ROOT, "dist/lib/cluster.js")], { cwd: ROOT, env: nodeEnv, stdio: ["ignore", "pipe", "pipe"] });
 			proc.stdout!.on("data", d => (out += d));
 			proc.stderr!.on("data", d => (out += d));
 			await waitHttp(`http://127.0.0.1:${t.port}/ready`, 120_000, t.crashed);
