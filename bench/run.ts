@@ -4,7 +4,7 @@
  * itself on loopback, seeds, warms, and stops and removes at the end (temp DATA_DIRs, PostgreSQL
  * databases, Redis keys, RabbitMQ queues and exchanges of a random namespace).
  *
- *   npm run bench [-- --smoke] [--duration 5] [--warmup 3] [--connections 50] [--products 10000]
+ *   npm run bench [-- --smoke] [--duration 5] [--warmup 3] [--connections 50] [--products 10000] [--passes 2]
  *                 [--scenarios get,get-uncached,list,list-uncached,order,order-sustained,growth]
  *                 [--targets name,...] [--growth 1000,100000] [--profile <dir>]
  *                 [--env K=V,...] [--rate N]
@@ -37,6 +37,9 @@ function arg(name: string, dflt: string): string {
 	const i = process.argv.indexOf(`--${name}`);
 	return i > 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
 }
+/** An option the bench does not know is refused, not ignored: a misspelt one would measure something else. */
+const OPTIONS = ["smoke", "duration", "warmup", "connections", "rate", "products", "passes", "growth", "scenarios", "targets", "profile", "env"];
+for (const a of process.argv.slice(2)) if (a.startsWith("--") && !OPTIONS.includes(a.slice(2))) throw new Error(`unknown option ${a}; the options are --${OPTIONS.join(", --")}`);
 const SMOKE = process.argv.includes("--smoke");
 const DURATION = Number(arg("duration", "5"));
 /** The smoke's measures send a number of requests, not seconds: reads, and orders (which take longer). */
@@ -51,7 +54,9 @@ const CONNECTIONS = Number(arg("connections", "50"));
 const RATE = process.argv.includes("--rate") ? Number(arg("rate", "")) : undefined;
 if (RATE !== undefined && !(RATE > 0)) throw new Error("--rate takes a number of requests a second above 0");
 const PRODUCTS = Number(arg("products", SMOKE ? "1000" : "10000"));
-const PASSES = SMOKE ? 1 : 2;
+/** --passes N: how many times every measure runs, interleaved (until the fifteenth session not an option, and ignored: always 2). */
+const PASSES = Number(arg("passes", SMOKE ? "1" : "2"));
+if (!(Number.isInteger(PASSES) && PASSES >= 1)) throw new Error("--passes takes a whole number of passes, 1 or more");
 const GROWTH = arg("growth", SMOKE ? "100,500" : "1000,100000").split(",").map(Number);
 const SCENARIOS = arg("scenarios", "get,get-uncached,list,list-uncached,order,order-sustained,growth").split(",");
 /** --profile <dir>: our targets write V8 CPU profiles into <dir> (bench/cpu-profile.js; summarise with bench/profile-summary.ts). */
@@ -148,6 +153,7 @@ const LAST_TARGETS = ["distributed-nocache"];
 function plan(): Planned[] {
 	const only = process.argv.includes("--targets") ? arg("targets", "").split(",") : SMOKE ? SMOKE_TARGETS : undefined;
 	for (const t of only ?? []) if (!FACTORIES[t]) throw new Error(`unknown target ${t}; one of ${Object.keys(FACTORIES).join(", ")}`);
+	for (const sc of SCENARIOS) if (!(sc in FULL_PLAN) && sc !== "growth") throw new Error(`unknown scenario ${sc}; one of ${[...Object.keys(FULL_PLAN), "growth"].join(", ")}`);
 	const out: Planned[] = [];
 	for (const s of Object.keys(FULL_PLAN) as ScenarioName[]) {
 		if (!SCENARIOS.includes(s)) continue;
