@@ -108,21 +108,20 @@ export function report(input: ReportInput): string {
 	section(`Order placement at a sustained rate: an open load of ${SUSTAINED_SHARE} × the same pass's closed-loop orders/s`, "order-sustained", ["offered /s", ...orderHead], m => [String(m.offeredPerSec ?? "–"), ...orderCells(m)]);
 
 	// How much the cache buys where it is used: each cached target over the same reads with CACHER=off.
-	const buys = (
-		[
-			["embedded", "embedded-nocache", "Memory cacher over SQLite, one process"],
-			["embedded-redis", "embedded-nocache", "Redis cacher over SQLite, one process"],
-			["distributed", "distributed-nocache", "Redis cacher over PostgreSQL, the cluster on AMQP"],
-		] as const
-	).filter(([cached, uncached]) => rate("get", cached, "uniform") !== undefined && rate("get-uncached", uncached, "uniform") !== undefined);
+	const pairs = [
+		["embedded", "embedded-nocache", "Memory cacher over SQLite, one process"],
+		["embedded-redis", "embedded-nocache", "Redis cacher over SQLite, one process"],
+		["distributed", "distributed-nocache", "Redis cacher over PostgreSQL, the cluster on AMQP"],
+	] as const;
+	/** "cached / uncached" req/s and their ratio, or dashes when either was not measured. */
+	const versus = (a?: number, b?: number) => (a !== undefined && b !== undefined ? [`${a.toFixed(0)} / ${b.toFixed(0)}`, fmt(a / b)] : ["–", "–"]);
+	const buys = pairs
+		.map(([cached, uncached, what]) => ({ cached, uncached, what, get: [rate("get", cached, "uniform"), rate("get-uncached", uncached, "uniform")] as const }))
+		.filter(b => b.get.every(x => x !== undefined));
 	if (buys.length) {
 		lines.push("## What the cache buys: the cached reads over the same reads with CACHER=off", "", "| cached | uncached | what | get req/s cached / uncached | × | list req/s cached / uncached | × |", "|---|---|---|---:|---:|---:|---:|");
-		for (const [cached, uncached, what] of buys) {
-			const [g1, g0] = [rate("get", cached, "uniform")!, rate("get-uncached", uncached, "uniform")!];
-			const [l1, l0] = [rate("list", cached), rate("list-uncached", uncached)];
-			const list = l1 !== undefined && l0 !== undefined ? [`${l1.toFixed(0)} / ${l0.toFixed(0)}`, fmt(l1 / l0)] : ["–", "–"];
-			lines.push(`| ${cached} | ${uncached} | ${what} | ${g1.toFixed(0)} / ${g0.toFixed(0)} | ${fmt(g1 / g0)} | ${list.join(" | ")} |`);
-		}
+		for (const { cached, uncached, what, get } of buys)
+			lines.push(`| ${cached} | ${uncached} | ${what} | ${[...versus(...get), ...versus(rate("list", cached), rate("list-uncached", uncached))].join(" | ")} |`);
 		lines.push("");
 	}
 

@@ -415,11 +415,7 @@ const ProductsService: ServiceSchema<ProductsSettings> = {
 		const read =
 			this.dbDialect() === "postgres"
 				? async () => (await this.sql<ColumnStats>(COLUMN_STATS_SQL, ["products", SEARCH_COLUMN])).rows[0]
-				: async () => {
-						const sample = await this.sql<{ text: string }>(SQLITE_SAMPLE_SQL);
-						const count = await this.sql<{ n: number }>("SELECT count(*) AS n FROM products");
-						return sqliteStats(sample.rows.map(r => r.text), Number(count.rows[0].n));
-					};
+				: async () => sqliteStats((await this.sql<{ text: string; n: number }>(SQLITE_SAMPLE_SQL)).rows);
 		this.searchStats = new SearchStats(read, undefined, err => this.logger.warn(`Search statistics not read: ${(err as Error).message}`));
 		if (this.settings.reservationSweepMs > 0) {
 			this.sweepTimer = setInterval(() => {

@@ -105,14 +105,17 @@ export const COLUMN_STATS_SQL =
 
 /**
  * SQLite keeps no sample of a column: the service draws one, SQLITE_SAMPLE_ROWS rows at random,
- * each standing for an equal share of the rows as a histogram bound does (sqliteStats).
+ * each standing for an equal share of the rows as a histogram bound does (sqliteStats), each with
+ * the table's row count (one statement; SQLite runs the uncorrelated count once).
  */
 export const SQLITE_SAMPLE_ROWS = 100;
-export const SQLITE_SAMPLE_SQL = `SELECT lower(name) || char(31) || lower(description) AS text FROM products ORDER BY random() LIMIT ${SQLITE_SAMPLE_ROWS}`;
+export const SQLITE_SAMPLE_SQL =
+	"SELECT lower(name) || char(31) || lower(description) AS text, (SELECT count(*) FROM products) AS n " +
+	`FROM products ORDER BY random() LIMIT ${SQLITE_SAMPLE_ROWS}`;
 
-/** SQLite's drawn sample and row count in pg_stats' shape. */
-export function sqliteStats(texts: string[], rows: number): ColumnStats {
-	return { null_frac: 0, mcv: null, mcf: null, hist: texts, rows };
+/** SQLite's drawn sample (SQLITE_SAMPLE_SQL's rows) in pg_stats' shape: no rows, an empty table. */
+export function sqliteStats(sample: Array<{ text: string; n: number | string }>): ColumnStats {
+	return { null_frac: 0, mcv: null, mcf: null, hist: sample.map(r => r.text), rows: sample.length ? Number(sample[0].n) : 0 };
 }
 
 /**
